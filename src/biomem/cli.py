@@ -1,0 +1,250 @@
+"""The ``biomem`` command line.
+
+Every command loads and validates the whole configuration first: a bad
+setting stops the program with one line and exit code 2 before anything
+else happens. Errors biomem raises on purpose end the command with one line
+and exit code 1; results go to standard output, logs to standard error.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+import typer
+
+from biomem import __version__
+from biomem.clients.postgres import PostgresClient
+from biomem.config import Settings, effective_config, load_settings
+from biomem.ingest import IngestCounts, PostgresSource, ingest_jsonl
+from biomem.logging import configure_logging, get_logger
+from biomem.orchestrator import Orchestrator, run_postgres_ingest
+from biomem.resilience.errors import BiomemError, ConfigurationError
+from biomem.store import DuckDBStore
+from biomem.store.runs import record_run
+
+__all__ = ["app", "main"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+
+app = typer.Typer(
+    name="biomem",
+    help="A biological memory pipeline with a production reliability layer.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+log = get_logger("biomem.cli")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    sys.stderr.write(f"biomem: {message}\n")
+    return typer.Exit(code)
+
+
+def guarded(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn biomem's own errors into one line on standard error and an exit code."""
+
+    @wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except ConfigurationError as exc:
+            raise _fail(f"configuration error: {exc}", EXIT_CONFIG) from None
+        except BiomemError as exc:
+            raise _fail(str(exc), EXIT_FAILED) from None
+
+    return wrapper
+
+
+def bootstrap() -> Settings:
+    """Load the settings and configure logging; raises ConfigurationError on bad values."""
+    settings = load_settings()
+    configure_logging(level=settings.logging.level, fmt=settings.logging.format)
+    return settings
+
+
+def _open_store(settings: Settings) -> DuckDBStore:
+    return DuckDBStore.open(settings.store.path)
+
+
+def _postgres(settings: Settings) -> PostgresClient | None:
+    url = settings.postgres.url
+    return PostgresClient(url) if url is not None else None
+
+
+def _store_summary(store: DuckDBStore) -> dict[str, Any]:
+    memories = store.fetchone("SELECT count(*) FROM memories")
+    quarantined = store.fetchone("SELECT count(*) FROM quarantine")
+    return {
+        "store": str(store.path),
+        "memories": int(memories[0]) if memories else 0,
+        "quarantined": int(quarantined[0]) if quarantined else 0,
+    }
+
+
+def _print_counts(counts: IngestCounts, *, store: DuckDBStore, as_json: bool) -> None:
+    summary = {**counts.as_dict(), **_store_summary(store)}
+    if as_json:
+        typer.echo(json.dumps({**summary, "quarantine_reasons": counts.reasons}))
+        return
+    line = (
+        f"ingested {counts.ingested}, updated {counts.updated}, unchanged {counts.unchanged}, "
+        f"quarantined {counts.quarantined}"
+    )
+    if counts.stale:
+        line += f", stale {counts.stale} (older than the stored version, not applied)"
+    typer.echo(line)
+    for reason, number in sorted(counts.reasons.items(), key=lambda item: -item[1]):
+        typer.echo(f"  quarantined: {number} × {reason}")
+    typer.echo(
+        f"store {summary['store']}: {summary['memories']} memories, "
+        f"{summary['quarantined']} quarantined records"
+    )
+
+
+@app.command()
+@guarded
+def ingest(
+    source: Annotated[
+        str | None,
+        typer.Argument(help="A JSON Lines file, or - for standard input."),
+    ] = None,
+    postgres: Annotated[
+        bool, typer.Option("--postgres", help="Ingest from POSTGRES_DB_URL up to now.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
+) -> None:
+    """Ingest memories from a JSONL file, standard input, or PostgreSQL.
+
+    Exits 0 when any record was valid, 1 when the input held only bad records.
+    """
+    settings = bootstrap()
+    if (source is None) == (not postgres):
+        raise _fail("give either a FILE (or -) or --postgres", EXIT_CONFIG)
+    with _open_store(settings) as store:
+        if postgres:
+            client = _postgres(settings)
+            if client is None:
+                raise _fail("--postgres needs POSTGRES_DB_URL to be set", EXIT_CONFIG)
+            with client:
+                counts = run_postgres_ingest(
+                    store, PostgresSource(client, settings.ingest.postgres), settings
+                )
+        else:
+            assert source is not None
+            counts = _ingest_file(store, source, settings)
+        _print_counts(counts, store=store, as_json=as_json)
+    if counts.quarantined and not counts.good:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _ingest_file(store: DuckDBStore, source: str, settings: Settings) -> IngestCounts:
+    # Open before recording a run: a missing file is a usage error, not a failed run.
+    if source == "-":
+        stream, location = sys.stdin.buffer, "stdin"
+    else:
+        try:
+            stream, location = Path(source).open("rb"), source
+        except OSError as exc:
+            raise _fail(f"cannot read {source}: {exc.strerror}", EXIT_FAILED) from None
+    with stream, record_run(store, "ingest") as run:
+        counts = ingest_jsonl(store, stream, location=location, settings=settings.ingest)
+        run.counts = {"source": location, **counts.as_dict()}
+    log.info("ingest_done", source=location, **counts.as_dict())
+    return counts
+
+
+@app.command()
+@guarded
+def run() -> None:
+    """Run the daemon: scheduled stages until Ctrl-C or SIGTERM."""
+    settings = bootstrap()
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("shutdown_requested", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    with _open_store(settings) as store:
+        summary = _store_summary(store)
+        client = _postgres(settings)
+        typer.echo(
+            f"biomem {__version__}: store {summary['store']}: {summary['memories']} memories, "
+            f"{summary['quarantined']} quarantined records"
+        )
+        typer.echo(
+            "PostgreSQL source: "
+            + ("configured" if client is not None else "not configured (embedded only)")
+        )
+        typer.echo("running; press Ctrl-C to stop")
+        orchestrator = Orchestrator(store, settings, client)
+        try:
+            orchestrator.start()
+            # wait() with a timeout keeps the main thread responsive to signals.
+            while not stop.wait(1.0):
+                pass
+        finally:
+            orchestrator.stop()
+            if client is not None:
+                client.close()
+    typer.echo("stopped")
+
+
+@app.command("config")
+@guarded
+def show_config() -> None:
+    """Print the effective configuration as JSON, every secret masked."""
+    settings = bootstrap()
+    typer.echo(json.dumps(effective_config(settings), indent=2))
+
+
+@app.command()
+@guarded
+def quarantine(
+    limit: Annotated[int, typer.Option(min=1, help="How many records to show.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+) -> None:
+    """List quarantined records, newest first, with their reasons."""
+    settings = bootstrap()
+    with _open_store(settings) as store:
+        rows = store.execute(
+            "SELECT id, source, location, record_id, reason, times_seen, last_seen_at"
+            " FROM quarantine ORDER BY last_seen_at DESC, id DESC LIMIT ?",
+            [limit],
+        )
+    keys = ("id", "source", "location", "record_id", "reason", "times_seen", "last_seen_at")
+    for row in rows:
+        item = dict(zip(keys, row, strict=True))
+        if as_json:
+            typer.echo(json.dumps(item, default=str))
+        else:
+            typer.echo(f"{item['location']}: {item['reason']} (seen {item['times_seen']}×)")
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
+) -> None:
+    if version:
+        typer.echo(__version__)
+        raise typer.Exit(EXIT_OK)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

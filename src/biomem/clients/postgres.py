@@ -1,0 +1,168 @@
+"""The PostgreSQL client: a named psycopg pool with errors translated once.
+
+Connections are made on demand (``min_size=0``) so a PostgreSQL that is down
+at start-up costs nothing until biomem needs it, and the pool never logs a
+reconnect storm while it is away.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+import psycopg_pool
+from psycopg import errors as pg_errors
+from pydantic import SecretStr
+
+from biomem.resilience.errors import DatabaseQueryError, DatabaseUnavailable, DependencyError
+from biomem.resilience.redact import redact_text
+
+__all__ = ["PostgresClient", "classify_psycopg_error", "translate_errors"]
+
+# SQLSTATE classes that a later attempt may clear (psycopg maps most of
+# these to OperationalError, but not serialization failures or deadlocks).
+_TRANSIENT_PG: tuple[type[Exception], ...] = (
+    pg_errors.SerializationFailure,
+    pg_errors.DeadlockDetected,
+    pg_errors.LockNotAvailable,
+    pg_errors.QueryCanceled,  # statement_timeout
+    pg_errors.AdminShutdown,
+    pg_errors.CrashShutdown,
+    pg_errors.CannotConnectNow,
+    pg_errors.TooManyConnections,
+    pg_errors.ConnectionException,
+    pg_errors.InsufficientResources,
+    pg_errors.ReadOnlySqlTransaction,  # a failover in progress
+)
+
+_POOL_ERRORS = (psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed, psycopg_pool.TooManyRequests)
+
+
+def classify_psycopg_error(exc: BaseException) -> type[DependencyError] | None:
+    """Return the biomem error class for a psycopg/psycopg_pool exception, else None."""
+    if isinstance(exc, _POOL_ERRORS):
+        return DatabaseUnavailable
+    if isinstance(exc, _TRANSIENT_PG):
+        return DatabaseUnavailable
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        return DatabaseUnavailable
+    if isinstance(exc, psycopg.Error):
+        # ProgrammingError, DataError, IntegrityError, NotSupportedError, the
+        # rest of DatabaseError: the statement or the data is at fault.
+        return DatabaseQueryError
+    return None
+
+
+@contextmanager
+def translate_errors(name: str = "postgresql") -> Iterator[None]:
+    """Map psycopg exceptions to biomem's at the boundary, ``raise ... from``."""
+    try:
+        yield
+    except (psycopg.Error, psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed) as exc:
+        cls = classify_psycopg_error(exc) or DatabaseUnavailable
+        sqlstate = getattr(exc, "sqlstate", None)
+        code = f" [{sqlstate}]" if sqlstate else ""
+        # The server's message can quote connection parameters: redact it.
+        message = redact_text(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+        raise cls(name, f"{type(exc).__name__}{code}: {message}") from exc
+
+
+class PostgresClient:
+    """A named pool of connections to one PostgreSQL database.
+
+    Args:
+        url: the database URL; kept as a secret, never logged.
+        name: the dependency's name in errors, metrics and health.
+        max_size: the most connections open at once.
+        connect_timeout_s: how long a new connection may take.
+        acquire_timeout_s: how long a caller waits for a connection from the pool.
+        statement_timeout_s: server-side limit for each statement.
+    """
+
+    def __init__(
+        self,
+        url: SecretStr,
+        *,
+        name: str = "postgresql",
+        max_size: int = 4,
+        connect_timeout_s: float = 5.0,
+        acquire_timeout_s: float = 10.0,
+        statement_timeout_s: float = 60.0,
+    ) -> None:
+        self.name = name
+        self._acquire_timeout_s = acquire_timeout_s
+        self.last_connect_error: str | None = None
+        client = self
+
+        class _Connection(psycopg.Connection[Any]):
+            # The pool connects in a worker thread and only reports a timeout to
+            # the caller; keep why the last attempt failed so errors say it.
+            @classmethod
+            def connect(cls, *args: Any, **kwargs: Any) -> Any:
+                try:
+                    conn = super().connect(*args, **kwargs)
+                except psycopg.Error as exc:
+                    first = str(exc).strip().splitlines()
+                    client.last_connect_error = redact_text(first[0] if first else repr(exc))
+                    raise
+                client.last_connect_error = None
+                return conn
+
+        self._pool = psycopg_pool.ConnectionPool(
+            url.get_secret_value(),
+            min_size=0,
+            max_size=max_size,
+            open=False,
+            name=name,
+            connection_class=_Connection,
+            timeout=acquire_timeout_s,
+            kwargs={
+                "connect_timeout": max(1, round(connect_timeout_s)),
+                # UTC: naive timestamps from the server are read as UTC everywhere.
+                "options": (
+                    f"-c statement_timeout={int(statement_timeout_s * 1000)} -c TimeZone=UTC"
+                ),
+                "application_name": "biomem",
+            },
+            # A dead connection is found before it is handed out, not mid-batch.
+            check=psycopg_pool.ConnectionPool.check_connection,
+        )
+        self._pool.open(wait=False)
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """Borrow a connection; the block runs in a transaction committed on success.
+
+        Raises:
+            DatabaseUnavailable: PostgreSQL cannot be reached or the pool is exhausted.
+            DatabaseQueryError: the statement or data was rejected.
+        """
+        try:
+            with (
+                translate_errors(self.name),
+                self._pool.connection(timeout=self._acquire_timeout_s) as conn,
+            ):
+                yield conn
+        except DatabaseUnavailable as exc:
+            if isinstance(exc.__cause__, psycopg_pool.PoolTimeout) and self.last_connect_error:
+                raise DatabaseUnavailable(
+                    self.name, f"cannot connect: {self.last_connect_error}"
+                ) from exc.__cause__
+            raise
+
+    def get_stats(self) -> dict[str, int]:
+        """Pool statistics (psycopg_pool's names) for metrics and health."""
+        return dict(self._pool.get_stats())
+
+    def close(self) -> None:
+        """Close every connection; idempotent."""
+        if not self._pool.closed:
+            self._pool.close()
+
+    def __enter__(self) -> PostgresClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

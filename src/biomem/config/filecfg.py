@@ -1,0 +1,200 @@
+"""Settings read from the optional TOML file (BIOMEM_CONFIG_FILE).
+
+Every section forbids unknown keys, so a typo stops the program instead of
+being ignored. Field descriptions say what each key accepts.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "ConsolidationSettings",
+    "FileSettings",
+    "HomeostasisSettings",
+    "IngestSettings",
+    "LongTermSettings",
+    "PipelineSettings",
+    "PostgresSourceSettings",
+    "RecoveryRule",
+    "RecoverySettings",
+    "ScheduleSettings",
+    "ShortTermSettings",
+    "ThresholdSettings",
+    "WorkingMemorySettings",
+    "parse_schedule",
+]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+_INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
+_UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_schedule(value: str) -> tuple[Literal["interval"], float] | tuple[Literal["cron"], str]:
+    """Parse ``"90s"``/``"5m"``/``"6h"``/``"1d"`` or a five-field cron expression."""
+    match = _INTERVAL.match(value)
+    if match:
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        if seconds < 1:
+            raise ValueError("interval below 1 s")
+        return ("interval", seconds)
+    fields = value.split()
+    if len(fields) != 5:
+        raise ValueError("neither an interval nor a five-field cron expression")
+    from apscheduler.triggers.cron import CronTrigger
+
+    try:
+        CronTrigger.from_crontab(value, timezone="UTC")
+    except ValueError as exc:
+        raise ValueError(f"bad cron expression ({exc})") from exc
+    return ("cron", value)
+
+
+def _schedule(value: str) -> str:
+    parse_schedule(value)
+    return value
+
+
+Schedule = Annotated[
+    str,
+    AfterValidator(_schedule),
+    Field(description='an interval such as "90s", "5m", "6h", "1d" or a cron expression'),
+]
+Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=63)]
+QualifiedName = Annotated[
+    str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$", max_length=127)
+]
+Percent = Annotated[float, Field(gt=0, le=100)]
+
+
+class PostgresSourceSettings(_Section):
+    """Where memories live in PostgreSQL."""
+
+    table: QualifiedName = Field(default="public.memories", description="a [schema.]table name")
+    id_column: Identifier = Field(default="id", description="a column name")
+    content_column: Identifier = Field(default="content", description="a column name")
+    created_at_column: Identifier = Field(default="created_at", description="a column name")
+    updated_at_column: Identifier = Field(default="updated_at", description="a column name")
+    metadata_column: Identifier = Field(default="metadata", description="a column name")
+
+
+class IngestSettings(_Section):
+    """Batching and record limits of ingest."""
+
+    batch_size: int = Field(default=1000, ge=1, le=100_000, description="1 to 100000")
+    max_content_bytes: int = Field(
+        default=65536, ge=1, le=16 * 1024 * 1024, description="1 to 16777216 bytes"
+    )
+    postgres: PostgresSourceSettings = PostgresSourceSettings()
+
+
+class ScheduleSettings(_Section):
+    """When each stage runs."""
+
+    ingest: Schedule = "1m"
+    working_memory: Schedule = "1m"
+    short_term: Schedule = "5m"
+    consolidation: Schedule = "1h"
+    long_term: Schedule = "6h"
+    dreams: Schedule = "0 3 * * *"
+    homeostasis: Schedule = "0 4 * * 0"
+
+
+class ThresholdSettings(_Section):
+    """Resource thresholds, in percent, for degraded and critical."""
+
+    memory_degraded_percent: Percent = 80
+    memory_critical_percent: Percent = 90
+    disk_degraded_percent: Percent = 85
+    disk_critical_percent: Percent = 95
+    cpu_degraded_percent: Percent = 80
+    cpu_critical_percent: Percent = 95
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ThresholdSettings:
+        for name in ("memory", "disk", "cpu"):
+            if getattr(self, f"{name}_degraded_percent") >= getattr(
+                self, f"{name}_critical_percent"
+            ):
+                raise ValueError(f"{name}_degraded_percent must be below {name}_critical_percent")
+        return self
+
+
+class WorkingMemorySettings(_Section):
+    window_seconds: float = Field(default=300, gt=0, description="seconds above 0")
+    capacity: int = Field(default=7, ge=5, le=9, description="a whole number from 5 to 9")
+
+
+class ShortTermSettings(_Section):
+    episode_gap_seconds: float = Field(default=1800, gt=0, description="seconds above 0")
+
+
+class ConsolidationSettings(_Section):
+    learning_rate: float = Field(default=0.1, gt=0, le=1, description="a number in (0, 1]")
+    decay_per_hour: float = Field(default=0.001, ge=0, lt=1, description="a number in [0, 1)")
+    prune_below: float = Field(default=0.01, ge=0, lt=1, description="a number in [0, 1)")
+    replay_threshold: float = Field(default=0.5, ge=0, le=1, description="a number in [0, 1]")
+    transfer_threshold: float = Field(default=0.7, ge=0, le=1, description="a number in [0, 1]")
+
+
+class LongTermSettings(_Section):
+    dimensions: int = Field(default=768, ge=8, le=8192, description="8 to 8192")
+    neighbours: int = Field(default=10, ge=1, le=100, description="1 to 100")
+    min_cosine: float = Field(default=0.5, ge=-1, le=1, description="a number in [-1, 1]")
+
+
+class HomeostasisSettings(_Section):
+    band_low: float = Field(default=0.25, ge=0, le=1, description="a number in [0, 1]")
+    band_high: float = Field(default=0.75, ge=0, le=1, description="a number in [0, 1]")
+    target_mean: float = Field(default=0.5, gt=0, lt=1, description="a number in (0, 1)")
+
+    @model_validator(mode="after")
+    def _band(self) -> HomeostasisSettings:
+        if not self.band_low < self.target_mean < self.band_high:
+            raise ValueError("band_low < target_mean < band_high must hold")
+        return self
+
+
+class PipelineSettings(_Section):
+    """The stages' parameters (DESIGN.md 'Pipeline defaults')."""
+
+    working_memory: WorkingMemorySettings = WorkingMemorySettings()
+    short_term: ShortTermSettings = ShortTermSettings()
+    consolidation: ConsolidationSettings = ConsolidationSettings()
+    long_term: LongTermSettings = LongTermSettings()
+    homeostasis: HomeostasisSettings = HomeostasisSettings()
+
+
+class RecoveryRule(_Section):
+    """One automated-recovery rule: when a component is in a status, run an action."""
+
+    name: Identifier
+    component: str = Field(min_length=1, description="a health component name")
+    when_status: list[Literal["degraded", "unhealthy", "critical"]] = Field(
+        default=["unhealthy", "critical"], description="statuses that trigger the rule"
+    )
+    action: str = Field(min_length=1, description="a recovery action name")
+    cooldown_seconds: float = Field(default=300, ge=0, description="seconds, 0 or more")
+    max_attempts: int = Field(default=3, ge=1, le=100, description="1 to 100")
+    enabled: bool = True
+
+
+class RecoverySettings(_Section):
+    rules: list[RecoveryRule] = Field(default_factory=list)
+
+
+class FileSettings(_Section):
+    """The whole TOML file; every section optional."""
+
+    ingest: IngestSettings = IngestSettings()
+    schedules: ScheduleSettings = ScheduleSettings()
+    thresholds: ThresholdSettings = ThresholdSettings()
+    pipeline: PipelineSettings = PipelineSettings()
+    recovery: RecoverySettings = RecoverySettings()

@@ -1,0 +1,93 @@
+"""The settings tree every component receives: frozen, read once at the edge."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+from biomem.config.environment import LogFormat, LogLevel
+from biomem.config.filecfg import (
+    IngestSettings,
+    PipelineSettings,
+    RecoveryRule,
+    ScheduleSettings,
+    ThresholdSettings,
+)
+
+__all__ = [
+    "AlertSettings",
+    "HealthSettings",
+    "LoggingSettings",
+    "OllamaSettings",
+    "PostgresSettings",
+    "RecoverySettings",
+    "Settings",
+    "StoreSettings",
+]
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class StoreSettings(_Group):
+    path: Path
+
+
+class PostgresSettings(_Group):
+    url: SecretStr | None
+
+    @property
+    def configured(self) -> bool:
+        return self.url is not None
+
+
+class OllamaSettings(_Group):
+    url: str
+    model: str
+    embedding_model: str
+    timeout_seconds: float
+    max_concurrency: int
+
+
+class HealthSettings(_Group):
+    http_endpoints: bool
+    host: str
+    port: int
+    api_token: SecretStr | None
+    continuous_monitoring: bool
+    check_interval_seconds: float
+    thresholds: ThresholdSettings
+
+
+class AlertSettings(_Group):
+    webhook_url: str | None
+    webhook_secret: SecretStr | None
+
+
+class RecoverySettings(_Group):
+    enabled: bool
+    dry_run: bool
+    rules: list[RecoveryRule]
+
+
+class LoggingSettings(_Group):
+    format: LogFormat
+    level: LogLevel
+
+
+class Settings(_Group):
+    """Everything biomem is configured with."""
+
+    config_file: Path | None
+    store: StoreSettings
+    postgres: PostgresSettings
+    ollama: OllamaSettings
+    health: HealthSettings
+    alerts: AlertSettings
+    recovery: RecoverySettings
+    logging: LoggingSettings
+    ingest: IngestSettings
+    schedules: ScheduleSettings
+    pipeline: PipelineSettings

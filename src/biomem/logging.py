@@ -1,0 +1,121 @@
+"""The one logging pipeline: structlog, JSON lines by default.
+
+Processor order: context → level/time → exception formatting → *hooks* →
+redaction → renderer. Hooks (:func:`add_processor`) let later subsystems
+insert processors before rendering; redaction always runs last before the
+renderer so nothing a hook adds can leak a secret. Standard-library loggers
+(uvicorn, apscheduler, psycopg) are routed through the same pipeline.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+from structlog.typing import Processor
+
+from biomem.config import LogFormat, LogLevel
+from biomem.resilience.redact import RedactSecrets
+
+__all__ = ["add_processor", "configure_logging", "get_logger", "neutralise_control_chars"]
+
+_hooks: list[Processor] = []
+
+
+def add_processor(processor: Processor) -> None:
+    """Insert ``processor`` into the pipeline before redaction and rendering.
+
+    Call before :func:`configure_logging`; configuring again picks it up.
+    """
+    if processor not in _hooks:
+        _hooks.append(processor)
+
+
+def neutralise_control_chars(
+    logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Escape CR, LF and other control characters in string values.
+
+    A memory's content or a remote error message could otherwise forge a log
+    line in the console renderer (JSON escapes them already).
+    """
+    for key, value in event_dict.items():
+        if isinstance(value, str) and any(ord(c) < 32 and c != "\t" for c in value):
+            event_dict[key] = value.encode("unicode_escape").decode("ascii")
+    return event_dict
+
+
+def configure_logging(
+    *,
+    level: LogLevel = LogLevel.INFO,
+    fmt: LogFormat = LogFormat.AUTO,
+    stream: TextIO | None = None,
+) -> None:
+    """Configure structlog and the standard library to write one pipeline to ``stream``.
+
+    Args:
+        level: the minimum level written.
+        fmt: json, console, or auto (console on a TTY, else json).
+        stream: where lines go; standard error by default so that standard
+            output stays for command results.
+    """
+    out = stream if stream is not None else sys.stderr
+    use_console = fmt is LogFormat.CONSOLE or (fmt is LogFormat.AUTO and out.isatty())
+    renderer: Processor
+    if use_console:
+        renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
+    else:
+        renderer = structlog.processors.JSONRenderer(sort_keys=False)
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    tail: list[Processor] = [
+        structlog.processors.format_exc_info,
+        *_hooks,
+        RedactSecrets(),
+    ]
+    if use_console:
+        tail.append(neutralise_control_chars)
+    numeric = logging.getLevelName(level.value.upper())
+    structlog.configure(
+        processors=[
+            *shared,
+            structlog.processors.StackInfoRenderer(),
+            *tail,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(out),
+        cache_logger_on_first_use=False,
+    )
+    # Route the standard library (uvicorn, apscheduler, psycopg) through the same
+    # processors so that every line has one shape and passes redaction.
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                *tail,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(numeric)
+
+
+def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:
+    """Return a structured logger bound with ``module=name``.
+
+    The logger stays lazy (no ``bind()`` here) so module-level loggers created
+    at import time pick up the configuration made later by :func:`configure_logging`.
+    """
+    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger(module=name)
+    return logger

@@ -1,0 +1,108 @@
+"""The one exception tree of biomem.
+
+::
+
+    BiomemError                      root: everything biomem raises on purpose
+    ├── ConfigurationError           a setting is invalid (variable, accepts)
+    ├── InputError                   a request or record is invalid (never retried)
+    └── DependencyError              an external dependency failed (dependency)
+        ├── DatabaseUnavailable      PostgreSQL or DuckDB cannot serve the call
+        │   └── StoreLockedError     the DuckDB file is held by another process
+        ├── DatabaseQueryError       the database rejected the statement (permanent)
+        └── LLMUnavailable           Ollama cannot serve the call
+
+Errors carry the context a handler needs as attributes; their ``str()``
+is one line fit for a person and never contains a secret.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BiomemError",
+    "ConfigurationError",
+    "DatabaseQueryError",
+    "DatabaseUnavailable",
+    "DependencyError",
+    "InputError",
+    "LLMUnavailable",
+    "StoreLockedError",
+]
+
+
+class BiomemError(Exception):
+    """Root of every error biomem raises on purpose."""
+
+
+class ConfigurationError(BiomemError):
+    """A setting is invalid.
+
+    Attributes:
+        variable: the environment variable or ``file:[section].key`` at fault.
+        accepts: what the setting accepts, in words.
+    """
+
+    def __init__(self, variable: str, accepts: str, *, detail: str = "") -> None:
+        self.variable = variable
+        self.accepts = accepts
+        self.detail = detail
+        text = (
+            f"{variable}: {detail}; accepts {accepts}"
+            if detail
+            else f"{variable} accepts {accepts}"
+        )
+        super().__init__(text)
+
+
+class InputError(BiomemError):
+    """A request or a record is invalid; retrying cannot help."""
+
+
+class DependencyError(BiomemError):
+    """An external dependency failed.
+
+    Attributes:
+        dependency: the dependency's name (``postgresql``, ``duckdb``, ``ollama``).
+        transient: whether a later attempt may succeed.
+    """
+
+    transient: bool = True
+
+    def __init__(self, dependency: str, message: str) -> None:
+        self.dependency = dependency
+        super().__init__(f"{dependency}: {message}")
+
+
+class DatabaseUnavailable(DependencyError):
+    """PostgreSQL or DuckDB cannot serve the call now."""
+
+
+class StoreLockedError(DatabaseUnavailable):
+    """The DuckDB file is locked by another process.
+
+    Attributes:
+        path: the store file.
+        holder_pid: the PID of the process holding the lock, when known.
+        holder: a short description of the holder (its command line), when known.
+    """
+
+    def __init__(self, path: str, *, holder_pid: int | None, holder: str | None) -> None:
+        self.path = path
+        self.holder_pid = holder_pid
+        self.holder = holder
+        who = "another process"
+        if holder_pid is not None:
+            who = f"process {holder_pid}" + (f" ({holder})" if holder else "")
+        super().__init__(
+            "duckdb",
+            f"the store {path} is in use by {who}; stop it or point DUCKDB_PATH at another file",
+        )
+
+
+class DatabaseQueryError(DependencyError):
+    """The database rejected the statement itself: retrying cannot help."""
+
+    transient = False
+
+
+class LLMUnavailable(DependencyError):
+    """Ollama cannot serve the call now."""

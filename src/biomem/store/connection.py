@@ -1,0 +1,201 @@
+"""The embedded DuckDB store: one connection, one lock, errors translated once.
+
+DuckDB allows one writing process per file; a second process gets a lock
+error, which :func:`translate_errors` turns into :class:`StoreLockedError`
+naming the file and the holder. Inside the process every statement runs
+under one lock, so callers on several threads never interleave a
+transaction.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import psutil
+
+from biomem.logging import get_logger
+from biomem.resilience.errors import (
+    DatabaseQueryError,
+    DatabaseUnavailable,
+    DependencyError,
+    StoreLockedError,
+)
+from biomem.resilience.redact import redact_text
+
+__all__ = ["DuckDBStore", "classify_duckdb_error", "translate_errors"]
+
+log = get_logger(__name__)
+
+_LOCK_PID = re.compile(r"PID (\d+)")
+
+
+def _classes(*names: str) -> tuple[type[duckdb.Error], ...]:
+    # getattr: older DuckDB releases lack some of these names.
+    found = (getattr(duckdb, name, None) for name in names)
+    return tuple(cls for cls in found if isinstance(cls, type))
+
+
+# Checked along the exception's MRO, so the most specific class decides.
+_TRANSIENT = _classes(
+    "TransactionException",  # write-write conflict between transactions
+    "IOException",  # disk full, file vanished, lock held
+    "ConnectionException",
+    "OutOfMemoryException",
+    "InterruptException",
+    "ResourceInUseException",
+    "FatalException",  # the database must be reopened
+    "InternalException",
+    "InternalError",
+)
+_PERMANENT = _classes(
+    "ParserException",
+    "BinderException",
+    "CatalogException",
+    "ConstraintException",
+    "ConversionException",
+    "InvalidInputException",
+    "InvalidTypeException",
+    "TypeMismatchException",
+    "OutOfRangeException",
+    "SyntaxException",
+    "DependencyException",
+    "NotImplementedException",
+    "PermissionException",
+    "SequenceException",
+    "SerializationException",
+    "HTTPException",
+    "ProgrammingError",
+    "DataError",
+    "IntegrityError",
+    "NotSupportedError",
+)
+
+
+def classify_duckdb_error(exc: BaseException) -> type[DependencyError] | None:
+    """Return the biomem error class for a DuckDB exception, or None if not DuckDB's."""
+    if not isinstance(exc, duckdb.Error):
+        return None
+    for cls in type(exc).__mro__:
+        if cls in _PERMANENT:
+            return DatabaseQueryError
+        if cls in _TRANSIENT:
+            return DatabaseUnavailable
+    # OperationalError, DatabaseError, the root Error: the store itself is in trouble.
+    return DatabaseUnavailable
+
+
+def _describe_holder(pid: int) -> str | None:
+    try:
+        cmdline = " ".join(psutil.Process(pid).cmdline())
+    except (psutil.Error, OSError):
+        return None
+    # One line: an argument may hold newlines (python -c scripts).
+    return redact_text(" ".join(cmdline.split()))[:160] or None
+
+
+@contextmanager
+def translate_errors(path: Path) -> Iterator[None]:
+    """Map DuckDB exceptions to biomem's at the boundary, ``raise ... from``."""
+    try:
+        yield
+    except duckdb.Error as exc:
+        message = str(exc)
+        if isinstance(exc, duckdb.IOException) and "Could not set lock" in message:
+            match = _LOCK_PID.search(message)
+            pid = int(match.group(1)) if match else None
+            holder = _describe_holder(pid) if pid is not None else None
+            raise StoreLockedError(str(path), holder_pid=pid, holder=holder) from exc
+        cls = classify_duckdb_error(exc) or DatabaseUnavailable
+        raise cls("duckdb", f"{type(exc).__name__}: {redact_text(message)}") from exc
+
+
+class DuckDBStore:
+    """One DuckDB file, opened by this process for writing.
+
+    Use :meth:`open`, then :meth:`transaction` or :meth:`execute`; close with
+    :meth:`close` (or as a context manager).
+    """
+
+    def __init__(self, path: Path, connection: duckdb.DuckDBPyConnection) -> None:
+        self.path = path
+        self._con = connection
+        # One lock for the connection: DuckDB connections are not safe for
+        # concurrent use, and a transaction must not interleave with others.
+        self._lock = threading.RLock()
+        self._closed = False
+
+    @classmethod
+    def open(cls, path: Path, *, migrate: bool = True) -> DuckDBStore:
+        """Open (creating when missing) the store at ``path`` and apply pending migrations.
+
+        Raises:
+            StoreLockedError: another process holds the file.
+            DatabaseUnavailable: the file cannot be opened (permissions, corruption).
+        """
+        path = path.expanduser().resolve()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DatabaseUnavailable(
+                "duckdb", f"cannot create the directory of {path} ({exc.strerror})"
+            ) from exc
+        with translate_errors(path):
+            connection = duckdb.connect(str(path))
+        store = cls(path, connection)
+        if migrate:
+            # Local import: migrations import this module.
+            from biomem.store.migrations import migrate as run_migrations
+
+            try:
+                run_migrations(store)
+            except BaseException:
+                store.close()
+                raise
+        log.debug("store_opened", path=str(path))
+        return store
+
+    def close(self) -> None:
+        """Close the connection (idempotent), releasing the file lock."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._con.close()
+
+    def __enter__(self) -> DuckDBStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Run a block in one transaction: committed on success, rolled back on error."""
+        with self._lock, translate_errors(self.path):
+            self._con.execute("BEGIN TRANSACTION")
+            try:
+                yield self._con
+            except BaseException:
+                self._con.execute("ROLLBACK")
+                raise
+            else:
+                self._con.execute("COMMIT")
+
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        """Run one statement in its own transaction and return all its rows."""
+        with self._lock, translate_errors(self.path):
+            return self._con.execute(sql, params).fetchall()
+
+    def fetchone(self, sql: str, params: Sequence[Any] | None = None) -> tuple[Any, ...] | None:
+        """Run one statement and return its first row, or None."""
+        with self._lock, translate_errors(self.path):
+            return self._con.execute(sql, params).fetchone()

@@ -1,0 +1,162 @@
+"""The real command line in a subprocess: bad settings, config display, help, the daemon."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.conftest import cli_env, run_cli
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize(
+    ("env", "names"),
+    [
+        pytest.param({"HEALTH_HTTP_PORT": "70000"}, "HEALTH_HTTP_PORT", id="port"),
+        pytest.param(
+            {"HEALTH_CONTINUOUS_MONITORING": "maybe"}, "HEALTH_CONTINUOUS_MONITORING", id="bool"
+        ),
+        pytest.param(
+            {"AUTOMATED_RECOVERY_ENABLED": "maybe"}, "AUTOMATED_RECOVERY_ENABLED", id="bool2"
+        ),
+        pytest.param(
+            {"HEALTH_ALERT_WEBHOOK_URL": "not a url"}, "HEALTH_ALERT_WEBHOOK_URL", id="url"
+        ),
+        pytest.param({"POSTGRES_DB_URL": "postgresql://u:pw@:x/"}, "POSTGRES_DB_URL", id="pg-url"),
+    ],
+)
+@pytest.mark.parametrize("command", ["run", "ingest", "config"])
+def test_bad_setting_stops_with_one_line_exit_2(
+    env: dict[str, str], names: str, command: str, tmp_path: Path
+) -> None:
+    """Every command refuses a bad setting with one stderr line naming it, exit 2, before acting."""
+    args = [command, "-"] if command == "ingest" else [command]
+    result = run_cli(*args, env=env, input_bytes=b"")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"biomem: configuration error: {names}")
+    assert "accepts" in lines[0]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "store").exists()  # nothing was done, not even the store created
+
+
+def test_unknown_toml_key_exits_2(tmp_path: Path) -> None:
+    """An unknown key in the TOML file stops the program with one line naming it."""
+    config = tmp_path / "c.toml"
+    config.write_text("[schedules]\ndreamz = '1h'\n")
+    result = run_cli("config", env={"BIOMEM_CONFIG_FILE": str(config)})
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert "[schedules].dreamz: unknown key" in result.stderr
+
+
+def test_config_shows_no_secret() -> None:
+    """`biomem config` prints the effective configuration with every secret masked."""
+    env = {
+        "POSTGRES_DB_URL": "postgresql://app:Pg-Pass-77@db:5432/mem",
+        "HEALTH_API_TOKEN": "Api-Token-0123456789",
+        "ALERT_WEBHOOK_SECRET": "Hmac-Secret-0123456789",
+        "HEALTH_ALERT_WEBHOOK_URL": "https://hooks.example/services/Hook-Token",
+    }
+    result = run_cli("config", env=env)
+    assert result.returncode == 0, result.stderr
+    for secret in ("Pg-Pass-77", "Api-Token", "Hmac-Secret", "Hook-Token"):
+        assert secret not in result.stdout and secret not in result.stderr
+    shown = json.loads(result.stdout)
+    assert shown["postgres"]["url"] == "postgresql://app:***@db:5432/mem"
+    assert shown["health"]["port"] == 8080
+
+
+def test_help_lists_the_commands() -> None:
+    """`biomem --help` lists every command."""
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for command in ("run", "ingest", "config", "quarantine"):
+        assert command in result.stdout
+
+
+def start_daemon(env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "biomem", "run"],
+        env=cli_env(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 30
+    lines: list[str] = []
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if line.startswith("running"):
+            return proc
+    proc.kill()
+    raise AssertionError(
+        f"daemon did not start: {lines} {proc.stderr.read() if proc.stderr else ''}"
+    )
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_daemon_stops_cleanly_on_signal(signum: int, store_path: Path) -> None:
+    """`biomem run` reports the store, runs until signalled, then exits 0 within 5 s."""
+    proc = start_daemon()
+    try:
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "stopped" in out
+    assert store_path.exists()
+
+
+def test_second_process_is_told_who_holds_the_store(store_path: Path) -> None:
+    """While `biomem run` holds the store, `biomem ingest` names the file and the daemon."""
+    proc = start_daemon()
+    try:
+        result = run_cli("ingest", "-", input_bytes=b"")
+        assert result.returncode == 1
+        line = result.stderr.strip().splitlines()[-1]
+        assert str(store_path) in line and f"process {proc.pid}" in line and "biomem" in line
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=5)
+    assert proc.returncode == 0
+
+
+def test_daemon_ingests_from_postgres(pg_clean_url: str, store_path: Path) -> None:
+    """With POSTGRES_DB_URL set, the daemon ingests the table as soon as it starts."""
+    with psycopg.connect(pg_clean_url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE public.memories (id int PRIMARY KEY, content text, created_at"
+            " timestamptz NOT NULL, updated_at timestamptz NOT NULL, metadata jsonb);"
+            "INSERT INTO public.memories SELECT g, 'memory ' || g, now(), now(), '{}'"
+            " FROM generate_series(1, 30) g"
+        )
+    proc = start_daemon({"POSTGRES_DB_URL": pg_clean_url})
+    try:
+        assert proc.stderr is not None
+        deadline = time.monotonic() + 30
+        done = None
+        while time.monotonic() < deadline and done is None:
+            line = proc.stderr.readline()
+            if '"ingest_done"' in line:
+                done = json.loads(line)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=5)
+    assert done is not None and done["ingested"] == 30
+    assert proc.returncode == 0

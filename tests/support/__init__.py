@@ -1,0 +1,1 @@
+"""Shared test helpers: throwaway PostgreSQL clusters and pytest fixtures."""
