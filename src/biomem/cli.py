@@ -157,7 +157,8 @@ def _ingest_file(store: DuckDBStore, source: str, settings: Settings) -> IngestC
         stream, location = sys.stdin.buffer, "stdin"
     else:
         try:
-            stream, location = Path(source).open("rb"), source
+            # Closed by the with-block below, which also covers standard input.
+            stream, location = Path(source).open("rb"), source  # noqa: SIM115
         except OSError as exc:
             raise _fail(f"cannot read {source}: {exc.strerror}", EXIT_FAILED) from None
     with stream, record_run(store, "ingest") as run:
