@@ -13,6 +13,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 __all__ = [
     "ConsolidationSettings",
+    "DreamSettings",
     "FileSettings",
     "HomeostasisSettings",
     "IngestSettings",
@@ -105,6 +106,7 @@ class ScheduleSettings(_Section):
     long_term: Schedule = "6h"
     dreams: Schedule = "0 3 * * *"
     homeostasis: Schedule = "0 4 * * 0"
+    writeback: Schedule = "5m"
 
 
 class ThresholdSettings(_Section):
@@ -134,6 +136,8 @@ class WorkingMemorySettings(_Section):
 
 class ShortTermSettings(_Section):
     episode_gap_seconds: float = Field(default=1800, gt=0, description="seconds above 0")
+    max_episode_size: int = Field(default=50, ge=2, le=1000, description="2 to 1000")
+    batch_size: int = Field(default=64, ge=1, le=10_000, description="1 to 10000")
 
 
 class ConsolidationSettings(_Section):
@@ -148,6 +152,14 @@ class LongTermSettings(_Section):
     dimensions: int = Field(default=768, ge=8, le=8192, description="8 to 8192")
     neighbours: int = Field(default=10, ge=1, le=100, description="1 to 100")
     min_cosine: float = Field(default=0.5, ge=-1, le=1, description="a number in [-1, 1]")
+    batch_size: int = Field(default=32, ge=1, le=1000, description="1 to 1000")
+
+
+class DreamSettings(_Section):
+    per_run: int = Field(default=5, ge=0, le=1000, description="0 to 1000")
+    candidates: int = Field(default=50, ge=2, le=10_000, description="2 to 10000")
+    min_strength: float = Field(default=0.5, ge=0, le=1, description="a number in [0, 1]")
+    plausibility_threshold: float = Field(default=0.5, ge=0, le=1, description="a number in [0, 1]")
 
 
 class HomeostasisSettings(_Section):
@@ -169,6 +181,7 @@ class PipelineSettings(_Section):
     short_term: ShortTermSettings = ShortTermSettings()
     consolidation: ConsolidationSettings = ConsolidationSettings()
     long_term: LongTermSettings = LongTermSettings()
+    dreams: DreamSettings = DreamSettings()
     homeostasis: HomeostasisSettings = HomeostasisSettings()
 
 

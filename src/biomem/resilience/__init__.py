@@ -9,6 +9,8 @@ from biomem.resilience.errors import (
     DatabaseUnavailable,
     DependencyError,
     InputError,
+    LLMRequestError,
+    LLMResponseError,
     LLMUnavailable,
     StoreLockedError,
 )
@@ -20,6 +22,8 @@ __all__ = [
     "DatabaseUnavailable",
     "DependencyError",
     "InputError",
+    "LLMRequestError",
+    "LLMResponseError",
     "LLMUnavailable",
     "StoreLockedError",
 ]

@@ -9,7 +9,9 @@
         ├── DatabaseUnavailable      PostgreSQL or DuckDB cannot serve the call
         │   └── StoreLockedError     the DuckDB file is held by another process
         ├── DatabaseQueryError       the database rejected the statement (permanent)
-        └── LLMUnavailable           Ollama cannot serve the call
+        ├── LLMUnavailable           Ollama cannot serve the call (status, retry_after)
+        ├── LLMRequestError          Ollama refused the request itself: 4xx (permanent)
+        └── LLMResponseError         Ollama's answer could not be read (malformed)
 
 Errors carry the context a handler needs as attributes; their ``str()``
 is one line fit for a person and never contains a secret.
@@ -24,6 +26,8 @@ __all__ = [
     "DatabaseUnavailable",
     "DependencyError",
     "InputError",
+    "LLMRequestError",
+    "LLMResponseError",
     "LLMUnavailable",
     "StoreLockedError",
 ]
@@ -105,4 +109,35 @@ class DatabaseQueryError(DependencyError):
 
 
 class LLMUnavailable(DependencyError):
-    """Ollama cannot serve the call now."""
+    """Ollama cannot serve the call now.
+
+    Attributes:
+        status: the HTTP status when Ollama answered (429, 5xx), else None.
+        retry_after: seconds Ollama asked us to wait (Retry-After), else None.
+    """
+
+    def __init__(
+        self,
+        dependency: str,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(dependency, message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+class LLMRequestError(DependencyError):
+    """Ollama refused the request itself (400, 404 model not found, 422): do not retry."""
+
+    transient = False
+
+    def __init__(self, dependency: str, message: str, *, status: int) -> None:
+        super().__init__(dependency, message)
+        self.status = status
+
+
+class LLMResponseError(DependencyError):
+    """Ollama answered, but not with a document we can read (malformed JSON, wrong shape)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -147,6 +147,8 @@ class DuckDBStore:
             ) from exc
         with translate_errors(path):
             connection = duckdb.connect(str(path))
+            # Times come back in UTC whatever the machine's zone: output is the same everywhere.
+            connection.execute("SET TimeZone = 'UTC'")
         store = cls(path, connection)
         if migrate:
             # Local import: migrations import this module.
@@ -190,12 +192,16 @@ class DuckDBStore:
             else:
                 self._con.execute("COMMIT")
 
-    def execute(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+    def execute(
+        self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None
+    ) -> list[tuple[Any, ...]]:
         """Run one statement in its own transaction and return all its rows."""
         with self._lock, translate_errors(self.path):
             return self._con.execute(sql, params).fetchall()
 
-    def fetchone(self, sql: str, params: Sequence[Any] | None = None) -> tuple[Any, ...] | None:
+    def fetchone(
+        self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None
+    ) -> tuple[Any, ...] | None:
         """Run one statement and return its first row, or None."""
         with self._lock, translate_errors(self.path):
             return self._con.execute(sql, params).fetchone()

@@ -1,0 +1,190 @@
+"""The Ollama client: async HTTP over an injected ``httpx.AsyncClient``.
+
+Errors are translated once, here: transport failures and 429/5xx become
+:class:`LLMUnavailable` (with ``retry_after`` when Ollama sent one), other
+4xx :class:`LLMRequestError`, unreadable bodies :class:`LLMResponseError`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+
+from biomem.resilience.errors import LLMRequestError, LLMResponseError, LLMUnavailable
+from biomem.resilience.redact import redact_text
+
+__all__ = ["OllamaClient", "OllamaModels", "parse_retry_after", "translate_errors"]
+
+_NAME = "ollama"
+_TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+@asynccontextmanager
+async def translate_errors() -> AsyncIterator[None]:
+    """Map httpx exceptions to biomem's at the boundary, ``raise ... from``."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise LLMUnavailable(_NAME, f"timed out ({type(exc).__name__})") from exc
+    except httpx.TransportError as exc:
+        # ConnectError, ReadError, RemoteProtocolError (dropped mid-response), ...
+        detail = redact_text(str(exc)) or type(exc).__name__
+        raise LLMUnavailable(_NAME, f"{type(exc).__name__}: {detail}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class OllamaModels:
+    """The models Ollama reports and whether the configured ones are among them."""
+
+    available: tuple[str, ...]
+    chat_present: bool
+    embedding_present: bool
+
+
+def _model_matches(wanted: str, available: Sequence[str]) -> bool:
+    # "llama3.2" names "llama3.2:latest"; a tagged name must match exactly.
+    names = set(available)
+    return wanted in names or (":" not in wanted and f"{wanted}:latest" in names)
+
+
+class OllamaClient:
+    """Calls to one Ollama server.
+
+    Args:
+        http: the transport, owned by the caller (the app factory or a test).
+        base_url: Ollama's URL, e.g. ``http://localhost:11434``.
+        model: the chat model.
+        embedding_model: the embedding model.
+        timeout_s: the limit for one request, connect to last byte.
+    """
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        base_url: str,
+        model: str,
+        embedding_model: str,
+        timeout_s: float = 60.0,
+    ) -> None:
+        self._http = http
+        self._base = base_url.rstrip("/")
+        self.model = model
+        self.embedding_model = embedding_model
+        self._timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, 5.0))
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        async with translate_errors():
+            response = await self._http.post(self._base + path, json=body, timeout=self._timeout)
+        return self._read(response, path)
+
+    def _read(self, response: httpx.Response, path: str) -> dict[str, Any]:
+        status = response.status_code
+        if status >= 400:
+            reason = _error_text(response)
+            if status in _TRANSIENT_STATUS:
+                raise LLMUnavailable(
+                    _NAME,
+                    f"{path} answered HTTP {status}: {reason}",
+                    status=status,
+                    retry_after=parse_retry_after(response.headers.get("retry-after")),
+                )
+            raise LLMRequestError(_NAME, f"{path} answered HTTP {status}: {reason}", status=status)
+        try:
+            data = response.json()
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise LLMResponseError(_NAME, f"{path} answered with malformed JSON") from exc
+        if not isinstance(data, dict):
+            raise LLMResponseError(
+                _NAME, f"{path} answered with {type(data).__name__}, not an object"
+            )
+        return data
+
+    async def models(self) -> OllamaModels:
+        """GET /api/tags: the installed models."""
+        async with translate_errors():
+            response = await self._http.get(self._base + "/api/tags", timeout=self._timeout)
+        data = self._read(response, "/api/tags")
+        entries = data.get("models")
+        if not isinstance(entries, list):
+            raise LLMResponseError(_NAME, "/api/tags answered without a models list")
+        names = tuple(
+            str(entry.get("name") or entry.get("model"))
+            for entry in entries
+            if isinstance(entry, dict) and (entry.get("name") or entry.get("model"))
+        )
+        return OllamaModels(
+            available=names,
+            chat_present=_model_matches(self.model, names),
+            embedding_present=_model_matches(self.embedding_model, names),
+        )
+
+    async def chat_json(self, messages: Sequence[dict[str, str]], *, schema: dict[str, Any]) -> str:
+        """POST /api/chat asking for a JSON answer shaped by ``schema``; return the text.
+
+        The text is returned unparsed: the caller validates and repairs it.
+        """
+        data = await self._post(
+            "/api/chat",
+            {
+                "model": self.model,
+                "messages": list(messages),
+                "format": schema,
+                "stream": False,
+                # Temperature 0: the same memory gets the same enrichment.
+                "options": {"temperature": 0},
+            },
+        )
+        message = data.get("message")
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, str):
+            raise LLMResponseError(_NAME, "/api/chat answered without message.content")
+        return content
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """POST /api/embed: one embedding per text, in order."""
+        data = await self._post("/api/embed", {"model": self.embedding_model, "input": list(texts)})
+        vectors = data.get("embeddings")
+        if (
+            not isinstance(vectors, list)
+            or len(vectors) != len(texts)
+            or not all(isinstance(v, list) and v for v in vectors)
+        ):
+            raise LLMResponseError(_NAME, "/api/embed answered without one embedding per input")
+        try:
+            return [[float(x) for x in vector] for vector in vectors]
+        except (TypeError, ValueError) as exc:
+            raise LLMResponseError(_NAME, "/api/embed answered non-numeric embeddings") from exc
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        data = response.json()
+        if isinstance(data, dict) and isinstance(data.get("error"), str):
+            return redact_text(data["error"])[:300]
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        pass
+    return redact_text(response.text[:300]) or response.reason_phrase

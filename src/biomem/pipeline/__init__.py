@@ -1,0 +1,3 @@
+"""The memory pipeline's stages."""
+
+from __future__ import annotations

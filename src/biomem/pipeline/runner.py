@@ -1,0 +1,178 @@
+"""Running stages: dependency order, one recorded run each, failures contained.
+
+A stage that fails is recorded as failed with its error; the stages that read
+from it are skipped in that pass (their inputs are stale), the others run.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import httpx
+
+from biomem.clients.ollama import OllamaClient
+from biomem.config import Settings
+from biomem.logging import get_logger
+from biomem.pipeline.base import OllamaFactory, Progress, Stage, StageContext, StageResult
+from biomem.pipeline.consolidation import ConsolidationStage
+from biomem.pipeline.dreams import DreamStage
+from biomem.pipeline.homeostasis import HomeostasisStage
+from biomem.pipeline.long_term import LongTermStage
+from biomem.pipeline.short_term import ShortTermStage
+from biomem.pipeline.working_memory import WorkingMemoryStage
+from biomem.resilience.errors import BiomemError
+from biomem.store import DuckDBStore
+from biomem.store.runs import RunStatus, record_run
+
+__all__ = [
+    "STAGES",
+    "StageOutcome",
+    "ollama_factory",
+    "resolve_stages",
+    "run_stage",
+    "run_stages",
+]
+
+log = get_logger(__name__)
+
+
+def _ordered(stages: Iterable[Stage]) -> dict[str, Stage]:
+    """Topological order of the stages by ``after``; stable otherwise."""
+    pending = {s.name: s for s in stages}
+    ordered: dict[str, Stage] = {}
+    while pending:
+        ready = [
+            n for n, s in pending.items() if all(d in ordered or d not in pending for d in s.after)
+        ]
+        if not ready:
+            raise RuntimeError(f"stage dependencies form a cycle: {sorted(pending)}")
+        for name in ready:
+            ordered[name] = pending.pop(name)
+    return ordered
+
+
+STAGES: dict[str, Stage] = _ordered(
+    [
+        ShortTermStage(),
+        WorkingMemoryStage(),
+        ConsolidationStage(),
+        LongTermStage(),
+        HomeostasisStage(),
+        DreamStage(),
+    ]
+)
+
+
+def ollama_factory(settings: Settings) -> OllamaFactory:
+    """Build Ollama clients from the settings on a caller-owned transport."""
+    cfg = settings.ollama
+
+    def make(http: httpx.AsyncClient) -> OllamaClient:
+        return OllamaClient(
+            http,
+            base_url=cfg.url,
+            model=cfg.model,
+            embedding_model=cfg.embedding_model,
+            timeout_s=cfg.timeout_seconds,
+        )
+
+    return make
+
+
+def resolve_stages(names: Sequence[str]) -> list[str]:
+    """Validate stage names and return them in dependency order (all when empty)."""
+    unknown = [n for n in names if n not in STAGES]
+    if unknown:
+        raise ValueError(f"unknown stage(s) {', '.join(unknown)}; known: {', '.join(STAGES)}")
+    return [n for n in STAGES if not names or n in names]
+
+
+@dataclass(slots=True)
+class StageOutcome:
+    """How one stage's run ended."""
+
+    stage: str
+    status: RunStatus | str  # a RunStatus, or "skipped"
+    result: StageResult
+    seconds: float
+    error: str | None = None
+
+
+def run_stage(
+    store: DuckDBStore,
+    settings: Settings,
+    stage: Stage,
+    *,
+    as_of: datetime,
+    ollama: OllamaFactory | None,
+    stop: threading.Event,
+    progress: Progress | None = None,
+) -> StageOutcome:
+    """Run one stage, recorded in the runs table; biomem errors become a failed outcome."""
+    started = time.perf_counter()
+    try:
+        with record_run(store, stage.name) as run:
+            ctx = StageContext(
+                store=store,
+                settings=settings,
+                as_of=as_of,
+                run_id=run.run_id,
+                ollama=ollama,
+                stop=stop,
+                progress=progress,
+            )
+            result = stage.run(ctx)
+            run.counts = result.as_dict()
+            if result.interrupted:
+                run.status = RunStatus.INTERRUPTED
+    except BiomemError as exc:
+        log.error("stage_failed", stage=stage.name, error=str(exc))
+        return StageOutcome(
+            stage.name, RunStatus.FAILED, StageResult(), time.perf_counter() - started, str(exc)
+        )
+    seconds = time.perf_counter() - started
+    log.info("stage_done", stage=stage.name, seconds=round(seconds, 3), **result.as_dict())
+    return StageOutcome(stage.name, run.status, result, seconds)
+
+
+def run_stages(
+    store: DuckDBStore,
+    settings: Settings,
+    names: Sequence[str],
+    *,
+    as_of: datetime,
+    ollama: OllamaFactory | None,
+    stop: threading.Event,
+    progress_for: Callable[[str], Progress | None] = lambda _name: None,
+) -> list[StageOutcome]:
+    """Run the named stages (all when empty) in dependency order."""
+    outcomes: list[StageOutcome] = []
+    failed: set[str] = set()
+    for name in resolve_stages(names):
+        stage = STAGES[name]
+        if stop.is_set():
+            break
+        blocked = [d for d in stage.after if d in failed]
+        if blocked:
+            failed.add(name)
+            outcomes.append(
+                StageOutcome(name, "skipped", StageResult(), 0.0, f"{', '.join(blocked)} failed")
+            )
+            continue
+        outcome = run_stage(
+            store,
+            settings,
+            stage,
+            as_of=as_of,
+            ollama=ollama,
+            stop=stop,
+            progress=progress_for(name),
+        )
+        if outcome.status == RunStatus.FAILED:
+            failed.add(name)
+        outcomes.append(outcome)
+    return outcomes

@@ -1,0 +1,276 @@
+"""Short-term memory: each memory enriched (LLM, else fallback), then grouped into episodes.
+
+Enrichment is incremental: a memory is (re)enriched when it has no enrichment,
+when it changed since (revision), or when its enrichment came from the
+fallback and the LLM is available again, so a degradation is never permanent.
+Each batch commits its enrichments in one transaction; a run killed mid-way
+resumes with the memories still lacking a current enrichment.
+
+Episodes are recomputed from all enrichments in one transaction (a cheap
+window query): a new episode starts after a gap longer than
+``episode_gap_seconds``, or after a sixth of that gap when the memory shares
+no topic and no entity with the one before; runs longer than
+``max_episode_size`` are split.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+from biomem.pipeline.base import StageContext, StageResult
+from biomem.pipeline.enrichment import (
+    ENRICHMENT_SCHEMA,
+    Enrichment,
+    EnrichmentParseError,
+    build_enrichment_messages,
+    parse_enrichment,
+)
+from biomem.pipeline.heuristics import fallback_enrichment
+from biomem.pipeline.llm import LLMSession, unless_stopped
+
+__all__ = ["ShortTermStage"]
+
+_TODO = """
+SELECT m.uid, m.revision, m.content, m.created_at, m.metadata::VARCHAR
+FROM memories m LEFT JOIN enrichments e USING (uid)
+WHERE (e.uid IS NULL OR e.revision < m.revision OR (e.source = 'fallback' AND $redo))
+  AND (m.created_at > $after_at OR (m.created_at = $after_at AND m.uid > $after_uid))
+ORDER BY m.created_at, m.uid
+LIMIT $limit
+"""
+
+_COUNT = """
+SELECT count(*) FROM memories m LEFT JOIN enrichments e USING (uid)
+WHERE e.uid IS NULL OR e.revision < m.revision OR (e.source = 'fallback' AND $redo)
+"""
+
+_UPSERT = """
+INSERT INTO enrichments VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+ON CONFLICT (uid) DO UPDATE SET
+    revision = excluded.revision, source = excluded.source, model = excluded.model,
+    goal = excluded.goal, tasks = excluded.tasks, actions = excluded.actions,
+    entities = excluded.entities, topics = excluded.topics, sentiment = excluded.sentiment,
+    enriched_at = excluded.enriched_at
+"""
+
+_STATE = """
+INSERT INTO memory_state (uid, importance, base_strength, strength, updated_at)
+VALUES ($1, $2, $2, $2, $3)
+ON CONFLICT (uid) DO UPDATE SET importance = excluded.importance
+"""
+
+_EPISODES = """
+CREATE OR REPLACE TEMP TABLE episode_stage AS
+WITH ordered AS (
+    SELECT m.uid, m.created_at, e.goal, e.topics, e.entities,
+           COALESCE(s.importance, 0.5) AS importance,
+           lag(m.created_at) OVER w AS prev_at,
+           lag(e.topics) OVER w AS prev_topics,
+           lag(e.entities) OVER w AS prev_entities
+    FROM memories m JOIN enrichments e USING (uid) LEFT JOIN memory_state s USING (uid)
+    WINDOW w AS (ORDER BY m.created_at, m.uid)
+), flagged AS (
+    SELECT *, CASE
+        WHEN prev_at IS NULL THEN 1
+        WHEN epoch_us(created_at - prev_at) > $gap_us THEN 1
+        WHEN epoch_us(created_at - prev_at) > $gap_us / 6
+             AND NOT list_has_any(topics, prev_topics)
+             AND NOT list_has_any(entities, prev_entities) THEN 1
+        ELSE 0 END AS brk
+    FROM ordered
+), grouped AS (
+    SELECT *, sum(brk) OVER (ORDER BY created_at, uid ROWS UNBOUNDED PRECEDING) AS grp
+    FROM flagged
+), chunked AS (
+    SELECT *, (row_number() OVER (PARTITION BY grp ORDER BY created_at, uid) - 1)
+              // $max_size AS chunk
+    FROM grouped
+)
+SELECT uid, created_at, goal, topics, importance,
+       'ep:' || first_value(uid) OVER p AS episode_id,
+       CAST(row_number() OVER p - 1 AS INTEGER) AS position
+FROM chunked
+WINDOW p AS (PARTITION BY grp, chunk ORDER BY created_at, uid)
+"""
+
+_EPISODE_ROWS = """
+INSERT INTO episodes
+WITH topic_counts AS (
+    SELECT episode_id, topic, count(*) AS n
+    FROM (SELECT episode_id, unnest(topics) AS topic FROM episode_stage)
+    GROUP BY ALL
+), top_topics AS (
+    SELECT episode_id, list(topic ORDER BY n DESC, topic)[1:3] AS topics
+    FROM topic_counts GROUP BY episode_id
+)
+SELECT s.episode_id, min(s.created_at), max(s.created_at), CAST(count(*) AS INTEGER),
+       arg_max(s.goal, s.importance * 1e9 - s.position),
+       COALESCE(any_value(t.topics), CAST([] AS VARCHAR[]))
+FROM episode_stage s LEFT JOIN top_topics t USING (episode_id)
+GROUP BY s.episode_id
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class _Todo:
+    uid: str
+    revision: int
+    content: str
+    created_at: datetime
+    metadata: dict[str, Any]
+
+
+def _importance(metadata: dict[str, Any]) -> float:
+    value = metadata.get("importance")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return min(1.0, max(0.0, float(value)))
+    return 0.5
+
+
+class ShortTermStage:
+    """Enrich memories and group them into episodes (reads ingest)."""
+
+    name = "short_term"
+    after: tuple[str, ...] = ()
+
+    def run(self, ctx: StageContext) -> StageResult:
+        result = StageResult()
+        asyncio.run(self._enrich(ctx, result))
+        if not result.interrupted:
+            result.detail["episodes"] = self._episodes(ctx)
+        return result
+
+    async def _enrich(self, ctx: StageContext, result: StageResult) -> None:
+        cfg = ctx.settings.pipeline.short_term
+        async with httpx.AsyncClient() as http:
+            client = ctx.ollama(http) if ctx.ollama is not None else None
+            session = LLMSession(client, max_concurrency=ctx.settings.ollama.max_concurrency)
+            await session.probe()
+            if not session.available:
+                result.detail["llm_unavailable"] = session.reason
+            redo = session.available
+            row = ctx.store.fetchone(_COUNT, {"redo": redo})
+            total = int(row[0]) if row else 0
+            known = self._known_entities(ctx)
+            after_at: datetime = datetime.min.replace(tzinfo=ctx.as_of.tzinfo)
+            after_uid = ""
+            while not ctx.stop.is_set():
+                rows = ctx.store.execute(
+                    _TODO,
+                    {
+                        "redo": redo,
+                        "after_at": after_at,
+                        "after_uid": after_uid,
+                        "limit": cfg.batch_size,
+                    },
+                )
+                if not rows:
+                    return
+                todo = [_Todo(r[0], int(r[1]), r[2], r[3], json.loads(r[4])) for r in rows]
+                after_at, after_uid = todo[-1].created_at, todo[-1].uid
+                done = await unless_stopped(
+                    asyncio.gather(*(self._one(session, t, known) for t in todo)), ctx.stop
+                )
+                if done is None:
+                    break
+                self._write(ctx, todo, done, session)
+                for _, source in done:
+                    result.items += 1
+                    if source == "llm":
+                        result.llm += 1
+                    else:
+                        result.fallback += 1
+                ctx.report(result.items, total)
+            result.interrupted = True
+
+    async def _one(
+        self, session: LLMSession, todo: _Todo, known: frozenset[str]
+    ) -> tuple[Enrichment, str]:
+        messages = build_enrichment_messages(
+            todo.content,
+            created_at_iso=todo.created_at.isoformat(),
+            metadata_json=json.dumps(todo.metadata, ensure_ascii=False),
+        )
+        # A malformed answer is repaired by the parser when possible, asked
+        # again once, and otherwise left to the fallback: never a crash.
+        for _attempt in range(2):
+            outcome = await session.call(
+                lambda client: client.chat_json(messages, schema=ENRICHMENT_SCHEMA)
+            )
+            if outcome.value is None:
+                break
+            try:
+                return parse_enrichment(outcome.value), "llm"
+            except EnrichmentParseError:
+                continue
+        return (
+            fallback_enrichment(todo.content, metadata=todo.metadata, known_entities=known),
+            "fallback",
+        )
+
+    def _write(
+        self,
+        ctx: StageContext,
+        todo: list[_Todo],
+        done: list[tuple[Enrichment, str]],
+        session: LLMSession,
+    ) -> None:
+        now = ctx.as_of
+        model = session.client.model if session.client is not None else None
+        with ctx.store.transaction() as con:
+            for item, (enrichment, source) in zip(todo, done, strict=True):
+                con.execute(
+                    _UPSERT,
+                    [
+                        item.uid,
+                        item.revision,
+                        source,
+                        model if source == "llm" else None,
+                        enrichment.goal,
+                        list(enrichment.tasks),
+                        list(enrichment.actions),
+                        list(enrichment.entities),
+                        list(enrichment.topics),
+                        enrichment.sentiment,
+                        now,
+                    ],
+                )
+                con.execute(_STATE, [item.uid, _importance(item.metadata), now])
+                con.execute(
+                    "UPDATE memories SET needs_recompute = false WHERE uid = ? AND revision = ?",
+                    [item.uid, item.revision],
+                )
+
+    def _known_entities(self, ctx: StageContext) -> frozenset[str]:
+        rows = ctx.store.execute(
+            "SELECT entity FROM (SELECT unnest(entities) AS entity FROM enrichments)"
+            " GROUP BY entity HAVING count(*) >= 2"
+        )
+        return frozenset(str(r[0]) for r in rows)
+
+    def _episodes(self, ctx: StageContext) -> int:
+        cfg = ctx.settings.pipeline.short_term
+        # Replaced whole in one transaction: a reader never sees half the episodes.
+        with ctx.store.transaction() as con:
+            con.execute(
+                _EPISODES,
+                {
+                    "gap_us": int(cfg.episode_gap_seconds * 1_000_000),
+                    "max_size": cfg.max_episode_size,
+                },
+            )
+            con.execute("DELETE FROM episode_members")
+            con.execute(
+                "INSERT INTO episode_members SELECT uid, episode_id, position FROM episode_stage"
+            )
+            con.execute("DELETE FROM episodes")
+            con.execute(_EPISODE_ROWS)
+            row = con.execute("SELECT count(*) FROM episodes").fetchone()
+            con.execute("DROP TABLE episode_stage")
+        return int(row[0]) if row else 0
