@@ -13,12 +13,16 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from functools import wraps
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
 
 from biomem import __version__
 from biomem.clients.postgres import PostgresClient
@@ -26,9 +30,11 @@ from biomem.config import Settings, effective_config, load_settings
 from biomem.ingest import IngestCounts, PostgresSource, ingest_jsonl
 from biomem.logging import configure_logging, get_logger
 from biomem.orchestrator import Orchestrator, run_postgres_ingest
+from biomem.pipeline.recall import recall as recall_memories
+from biomem.pipeline.runner import StageOutcome, ollama_factory, resolve_stages
 from biomem.resilience.errors import BiomemError, ConfigurationError
 from biomem.store import DuckDBStore
-from biomem.store.runs import record_run
+from biomem.store.runs import RunStatus, record_run
 
 __all__ = ["app", "main"]
 
@@ -168,11 +174,78 @@ def _ingest_file(store: DuckDBStore, source: str, settings: Settings) -> IngestC
     return counts
 
 
+def _parse_as_of(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise _fail(f"--as-of {value!r} is not an ISO 8601 time", EXIT_CONFIG) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _share(count: int, handled: int) -> str:
+    return f"{count} ({100 * count / handled:.0f}%)" if handled else str(count)
+
+
+def _print_summary(outcomes: list[StageOutcome], console: Console) -> None:
+    table = Table(title="biomem pipeline run")
+    for column in ("stage", "status", "items", "LLM", "fallback", "deferred", "seconds", "note"):
+        table.add_column(column, justify="right" if column in ("items", "seconds") else "left")
+    for o in outcomes:
+        r = o.result
+        handled = r.llm + r.fallback
+        note = o.error or ""
+        if not note and r.detail.get("llm_unavailable"):
+            note = "LLM unavailable"
+        elif not note and r.detail.get("skipped"):
+            note = "no PostgreSQL configured"
+        table.add_row(
+            o.stage,
+            str(o.status),
+            str(r.items),
+            _share(r.llm, handled),
+            _share(r.fallback, handled),
+            str(r.deferred),
+            f"{o.seconds:.2f}",
+            note[:80],
+        )
+    console.print(table)
+    for o in outcomes:
+        reason = o.result.detail.get("llm_unavailable")
+        if reason:
+            console.print(f"{o.stage}: LLM unavailable ({reason}); fallback rows are redone later")
+            break
+
+
 @app.command()
 @guarded
-def run() -> None:
-    """Run the daemon: scheduled stages until Ctrl-C or SIGTERM."""
+def run(
+    once: Annotated[
+        bool, typer.Option("--once", help="Run the stages once in dependency order and exit.")
+    ] = False,
+    stage: Annotated[
+        list[str] | None,
+        typer.Option("--stage", help="With --once: only this stage (repeatable)."),
+    ] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="With --once: the run's clock, ISO 8601 (replay history)."),
+    ] = None,
+) -> None:
+    """Run the pipeline: the daemon until Ctrl-C / SIGTERM, or --once and exit.
+
+    With --once, exits 0 when every stage succeeded (with or without fallback), 1 when one failed.
+    """
     settings = bootstrap()
+    names = list(stage or [])
+    moment = _parse_as_of(as_of)
+    if (names or moment) and not once:
+        raise _fail("--stage and --as-of need --once", EXIT_CONFIG)
+    try:
+        resolve_stages(names)
+    except ValueError as exc:
+        raise _fail(str(exc), EXIT_CONFIG) from None
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -181,29 +254,106 @@ def run() -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=120)  # a pipe or a log file: no need to wrap at 80
     with _open_store(settings) as store:
-        summary = _store_summary(store)
         client = _postgres(settings)
-        typer.echo(
-            f"biomem {__version__}: store {summary['store']}: {summary['memories']} memories, "
-            f"{summary['quarantined']} quarantined records"
+        orchestrator = Orchestrator(
+            store, settings, postgres=client, ollama=ollama_factory(settings), stop=stop
         )
-        typer.echo(
-            "PostgreSQL source: "
-            + ("configured" if client is not None else "not configured (embedded only)")
-        )
-        typer.echo("running; press Ctrl-C to stop")
-        orchestrator = Orchestrator(store, settings, client)
         try:
-            orchestrator.start()
-            # wait() with a timeout keeps the main thread responsive to signals.
-            while not stop.wait(1.0):
-                pass
+            if once:
+                outcomes = _run_once(orchestrator, names, moment, console)
+            else:
+                _run_daemon(orchestrator, store, client, console, stop)
+                outcomes = []
         finally:
             orchestrator.stop()
             if client is not None:
                 client.close()
-    typer.echo("stopped")
+    if once:
+        _print_summary(outcomes, console)
+        if any(o.status in (RunStatus.FAILED, "skipped") for o in outcomes):
+            raise typer.Exit(EXIT_FAILED)
+    else:
+        typer.echo("stopped")
+
+
+def _run_once(
+    orchestrator: Orchestrator, names: list[str], moment: datetime | None, console: Console
+) -> list[StageOutcome]:
+    if not console.is_terminal:
+        return orchestrator.run_pass(names, as_of=moment)
+    with Progress(console=console, transient=True) as bars:
+
+        def progress_for(name: str) -> Callable[[int, int], None]:
+            task = bars.add_task(name, total=None)
+
+            def update(done: int, total: int) -> None:
+                bars.update(task, completed=done, total=total or None)
+
+            return update
+
+        return orchestrator.run_pass(names, as_of=moment, progress_for=progress_for)
+
+
+def _run_daemon(
+    orchestrator: Orchestrator,
+    store: DuckDBStore,
+    client: PostgresClient | None,
+    console: Console,
+    stop: threading.Event,
+) -> None:
+    summary = _store_summary(store)
+    typer.echo(
+        f"biomem {__version__}: store {summary['store']}: {summary['memories']} memories, "
+        f"{summary['quarantined']} quarantined records"
+    )
+    typer.echo(
+        "PostgreSQL source: "
+        + ("configured" if client is not None else "not configured (embedded only)")
+    )
+    typer.echo("running; press Ctrl-C to stop")
+    orchestrator.start(on_pass=lambda outcomes: _print_summary(outcomes, console))
+    # wait() with a timeout keeps the main thread responsive to signals.
+    while not stop.wait(1.0):
+        pass
+
+
+@app.command()
+@guarded
+def recall(
+    query: Annotated[str, typer.Argument(help="What to remember.")],
+    k: Annotated[int, typer.Option("--k", min=1, max=100, help="How many memories.")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Rank memories by similarity × strength for QUERY and say why each ranked."""
+    settings = bootstrap()
+    if not query.strip():
+        raise _fail("the query is empty", EXIT_CONFIG)
+    with _open_store(settings) as store:
+        hits = recall_memories(
+            store,
+            query,
+            k=k,
+            dimensions=settings.pipeline.long_term.dimensions,
+            now=datetime.now(UTC),
+            ollama=ollama_factory(settings),
+        )
+    if as_json:
+        typer.echo(json.dumps([hit.as_dict() for hit in hits], ensure_ascii=False))
+        return
+    if not hits:
+        typer.echo("no memory matches (has the pipeline run? `biomem run --once`)")
+        return
+    for number, hit in enumerate(hits, 1):
+        typer.echo(f"{number}. [{hit.created_at:%Y-%m-%d %H:%M}] {hit.content}")
+        typer.echo(
+            f"   goal: {hit.goal or '-'} | score {hit.score:.3f} = similarity {hit.similarity:.3f}"
+            f" × strength {hit.strength:.3f} (recency {hit.recency:.2f}, access {hit.access:.2f},"
+            f" {hit.embedding} embedding)"
+        )
 
 
 @app.command("config")

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 import httpx
 
 from biomem.clients.ollama import OllamaClient
+from biomem.clients.postgres import PostgresClient
 from biomem.config import Settings
 from biomem.store import DuckDBStore
 
@@ -48,6 +49,7 @@ class StageContext:
     as_of: datetime
     run_id: int
     ollama: OllamaFactory | None = None
+    postgres: PostgresClient | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     progress: Progress | None = None
 

@@ -14,7 +14,8 @@ Replay strength r = 0.5·importance + 0.5·tanh(4·Σw) over a memory's
 associations. Fate by thresholds: r ≥ transfer → cortical_transfer,
 r ≥ replay → hippocampal_retention, r ≥ replay/2 → gradual_forgetting,
 else rapid_forgetting. Strength = r, lowered by forgetting with age
-(gradual: e^(−days/30), rapid: e^(−days/7)), times the homeostasis scale.
+(gradual: e^(−days/30), rapid: e^(−days/7)), raised to the homeostasis
+exponent γ (1 until homeostasis sets it).
 Source memories are never touched.
 """
 
@@ -53,8 +54,9 @@ SELECT a, b, episode_id, k, base_weight,
 FROM weighted
 """
 
-# Shared with homeostasis: strength from base strength and the current scale.
-STRENGTH_SQL = "least(1.0, greatest(0.0, base_strength * $scale))"
+# Shared with homeostasis: strength from base strength and the current exponent.
+# A power keeps strengths in [0, 1] and their order, where a factor would clip.
+STRENGTH_SQL = "pow(least(1.0, greatest(0.0, base_strength)), $scale)"
 
 _STRENGTHS = f"""
 UPDATE memory_state SET

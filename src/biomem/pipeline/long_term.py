@@ -41,7 +41,9 @@ WHERE e.uid IS NULL OR e.revision < m.revision OR (e.source = 'fallback' AND $re
 """
 
 _UPSERT = """
-INSERT INTO embeddings VALUES ($1, $2, $3, $4, $5, false, $6)
+INSERT INTO embeddings
+SELECT unnest($uid::VARCHAR[]), unnest($revision::INTEGER[]), unnest($source::VARCHAR[]),
+       unnest($model::VARCHAR[]), unnest($vector::FLOAT[][]), false, $now
 ON CONFLICT (uid) DO UPDATE SET
     revision = excluded.revision, source = excluded.source, model = excluded.model,
     vector = excluded.vector, indexed = false, embedded_at = excluded.embedded_at
@@ -124,28 +126,30 @@ class LongTermStage:
                 if outcomes is None:
                     break
                 model = client.embedding_model if client is not None else None
+                batch: dict[str, list[object]] = {
+                    "uid": [],
+                    "revision": [],
+                    "source": [],
+                    "model": [],
+                    "vector": [],
+                }
+                for chunk, outcome in zip(chunks, outcomes, strict=True):
+                    vectors = outcome.value
+                    for index, (uid, revision, content) in enumerate(chunk):
+                        if vectors is not None:
+                            vector, source = vectors[index], "llm"
+                            result.llm += 1
+                        else:
+                            vector = lexical_embedding(str(content), dim=cfg.dimensions)
+                            source = "fallback"
+                            result.fallback += 1
+                        batch["uid"].append(uid)
+                        batch["revision"].append(revision)
+                        batch["source"].append(source)
+                        batch["model"].append(model if source == "llm" else None)
+                        batch["vector"].append(vector)
                 with ctx.store.transaction() as con:
-                    for chunk, outcome in zip(chunks, outcomes, strict=True):
-                        vectors = outcome.value
-                        for index, (uid, revision, content) in enumerate(chunk):
-                            if vectors is not None:
-                                vector, source = vectors[index], "llm"
-                                result.llm += 1
-                            else:
-                                vector = lexical_embedding(str(content), dim=cfg.dimensions)
-                                source = "fallback"
-                                result.fallback += 1
-                            con.execute(
-                                _UPSERT,
-                                [
-                                    uid,
-                                    revision,
-                                    source,
-                                    model if source == "llm" else None,
-                                    vector,
-                                    ctx.as_of,
-                                ],
-                            )
+                    con.execute(_UPSERT, {**batch, "now": ctx.as_of})
                 result.items += len(rows)
                 ctx.report(result.items, total)
             result.interrupted = True

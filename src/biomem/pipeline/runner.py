@@ -15,6 +15,7 @@ from datetime import datetime
 import httpx
 
 from biomem.clients.ollama import OllamaClient
+from biomem.clients.postgres import PostgresClient
 from biomem.config import Settings
 from biomem.logging import get_logger
 from biomem.pipeline.base import OllamaFactory, Progress, Stage, StageContext, StageResult
@@ -24,6 +25,7 @@ from biomem.pipeline.homeostasis import HomeostasisStage
 from biomem.pipeline.long_term import LongTermStage
 from biomem.pipeline.short_term import ShortTermStage
 from biomem.pipeline.working_memory import WorkingMemoryStage
+from biomem.pipeline.writeback import WritebackStage
 from biomem.resilience.errors import BiomemError
 from biomem.store import DuckDBStore
 from biomem.store.runs import RunStatus, record_run
@@ -63,6 +65,7 @@ STAGES: dict[str, Stage] = _ordered(
         LongTermStage(),
         HomeostasisStage(),
         DreamStage(),
+        WritebackStage(),
     ]
 )
 
@@ -110,6 +113,7 @@ def run_stage(
     as_of: datetime,
     ollama: OllamaFactory | None,
     stop: threading.Event,
+    postgres: PostgresClient | None = None,
     progress: Progress | None = None,
 ) -> StageOutcome:
     """Run one stage, recorded in the runs table; biomem errors become a failed outcome."""
@@ -122,6 +126,7 @@ def run_stage(
                 as_of=as_of,
                 run_id=run.run_id,
                 ollama=ollama,
+                postgres=postgres,
                 stop=stop,
                 progress=progress,
             )
@@ -129,6 +134,8 @@ def run_stage(
             run.counts = result.as_dict()
             if result.interrupted:
                 run.status = RunStatus.INTERRUPTED
+            elif result.deferred and not result.items:
+                run.status = RunStatus.DEFERRED
     except BiomemError as exc:
         log.error("stage_failed", stage=stage.name, error=str(exc))
         return StageOutcome(
@@ -147,6 +154,7 @@ def run_stages(
     as_of: datetime,
     ollama: OllamaFactory | None,
     stop: threading.Event,
+    postgres: PostgresClient | None = None,
     progress_for: Callable[[str], Progress | None] = lambda _name: None,
 ) -> list[StageOutcome]:
     """Run the named stages (all when empty) in dependency order."""
@@ -170,6 +178,7 @@ def run_stages(
             as_of=as_of,
             ollama=ollama,
             stop=stop,
+            postgres=postgres,
             progress=progress_for(name),
         )
         if outcome.status == RunStatus.FAILED:

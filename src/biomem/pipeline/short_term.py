@@ -51,7 +51,11 @@ WHERE e.uid IS NULL OR e.revision < m.revision OR (e.source = 'fallback' AND $re
 """
 
 _UPSERT = """
-INSERT INTO enrichments VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+INSERT INTO enrichments
+SELECT unnest($uid::VARCHAR[]), unnest($revision::INTEGER[]), unnest($source::VARCHAR[]),
+       unnest($model::VARCHAR[]), unnest($goal::VARCHAR[]), unnest($tasks::VARCHAR[][]),
+       unnest($actions::VARCHAR[][]), unnest($entities::VARCHAR[][]),
+       unnest($topics::VARCHAR[][]), unnest($sentiment::DOUBLE[]), $now
 ON CONFLICT (uid) DO UPDATE SET
     revision = excluded.revision, source = excluded.source, model = excluded.model,
     goal = excluded.goal, tasks = excluded.tasks, actions = excluded.actions,
@@ -61,8 +65,15 @@ ON CONFLICT (uid) DO UPDATE SET
 
 _STATE = """
 INSERT INTO memory_state (uid, importance, base_strength, strength, updated_at)
-VALUES ($1, $2, $2, $2, $3)
+SELECT uid, importance, importance, importance, $now
+FROM (SELECT unnest($uid::VARCHAR[]) AS uid, unnest($importance::DOUBLE[]) AS importance)
 ON CONFLICT (uid) DO UPDATE SET importance = excluded.importance
+"""
+
+_CLEAN = """
+UPDATE memories SET needs_recompute = false
+FROM (SELECT unnest($uid::VARCHAR[]) AS uid, unnest($revision::INTEGER[]) AS revision) AS done
+WHERE memories.uid = done.uid AND memories.revision = done.revision
 """
 
 _EPISODES = """
@@ -221,31 +232,38 @@ class ShortTermStage:
         done: list[tuple[Enrichment, str]],
         session: LLMSession,
     ) -> None:
-        now = ctx.as_of
         model = session.client.model if session.client is not None else None
+        uids = [item.uid for item in todo]
+        revisions = [item.revision for item in todo]
+        enrichments = [enrichment for enrichment, _ in done]
+        sources = [source for _, source in done]
+        # One statement per table for the whole batch, in one transaction.
         with ctx.store.transaction() as con:
-            for item, (enrichment, source) in zip(todo, done, strict=True):
-                con.execute(
-                    _UPSERT,
-                    [
-                        item.uid,
-                        item.revision,
-                        source,
-                        model if source == "llm" else None,
-                        enrichment.goal,
-                        list(enrichment.tasks),
-                        list(enrichment.actions),
-                        list(enrichment.entities),
-                        list(enrichment.topics),
-                        enrichment.sentiment,
-                        now,
-                    ],
-                )
-                con.execute(_STATE, [item.uid, _importance(item.metadata), now])
-                con.execute(
-                    "UPDATE memories SET needs_recompute = false WHERE uid = ? AND revision = ?",
-                    [item.uid, item.revision],
-                )
+            con.execute(
+                _UPSERT,
+                {
+                    "uid": uids,
+                    "revision": revisions,
+                    "source": sources,
+                    "model": [model if source == "llm" else None for source in sources],
+                    "goal": [e.goal for e in enrichments],
+                    "tasks": [list(e.tasks) for e in enrichments],
+                    "actions": [list(e.actions) for e in enrichments],
+                    "entities": [list(e.entities) for e in enrichments],
+                    "topics": [list(e.topics) for e in enrichments],
+                    "sentiment": [e.sentiment for e in enrichments],
+                    "now": ctx.as_of,
+                },
+            )
+            con.execute(
+                _STATE,
+                {
+                    "uid": uids,
+                    "importance": [_importance(item.metadata) for item in todo],
+                    "now": ctx.as_of,
+                },
+            )
+            con.execute(_CLEAN, {"uid": uids, "revision": revisions})
 
     def _known_entities(self, ctx: StageContext) -> frozenset[str]:
         rows = ctx.store.execute(

@@ -21,6 +21,7 @@ class RunStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     INTERRUPTED = "interrupted"  # stopped at a batch boundary by shutdown
+    DEFERRED = "deferred"  # its dependency is down; the work waits for a later run
 
 
 @dataclass(slots=True)
