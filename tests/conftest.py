@@ -96,3 +96,16 @@ def store(store_path: Path) -> Iterator[object]:
         yield opened
     finally:
         opened.close()
+
+
+@pytest.fixture
+def fake_ollama() -> Iterator[object]:
+    """A running Ollama-compatible fake on a free loopback port; stopped afterwards."""
+    from tests.fakes.ollama import FakeOllama
+
+    server = FakeOllama()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -267,8 +267,14 @@ def build_enrichment_messages(
     content: str, *, created_at_iso: str, metadata_json: str
 ) -> list[dict[str, str]]:
     """Return the ``/api/chat`` messages asking for one memory's enrichment."""
-    user = f"Written at: {created_at_iso}\nMetadata: {metadata_json}\n\nMemory:\n{content}"
-    return [{"role": "system", "content": _ENRICHMENT_SYSTEM}, {"role": "user", "content": user}]
+    # Context first, the memory itself last and alone: the answer must describe
+    # the memory, not echo the metadata's keys.
+    context = f"Context - written at: {created_at_iso}; metadata: {metadata_json}"
+    return [
+        {"role": "system", "content": _ENRICHMENT_SYSTEM},
+        {"role": "user", "content": context},
+        {"role": "user", "content": content},
+    ]
 
 
 def build_dream_messages(a: str, b: str) -> list[dict[str, str]]:
