@@ -156,9 +156,11 @@ def test_episodes_split_by_gap_and_hebbian_weights(
         "SELECT a, b, coactivations, base_weight, weight FROM associations"
     )
     shared = store.execute(
-        "SELECT len(list_intersect(x.topics, y.topics))"
-        " + len(list_intersect(x.entities, y.entities)) FROM enrichments x, enrichments y WHERE x.uid = 'jsonl:x1' AND y.uid = 'jsonl:x2'"
+        "SELECT len(list_distinct(list_intersect(x.topics, y.topics)))"
+        " + len(list_distinct(list_intersect(x.entities, y.entities)))"
+        " FROM enrichments x, enrichments y WHERE x.uid = 'jsonl:x1' AND y.uid = 'jsonl:x2'"
     )[0][0]
+    assert shared >= 2  # both mention Ana and Atlas
     assert (a, b, k) == ("jsonl:x1", "jsonl:x2", 1 + shared)
     assert base == pytest.approx(0.8 * 0.5 * (1 - (1 - 0.1) ** k))
     hours = (AS_OF - (T0 + timedelta(minutes=4))).total_seconds() / 3600
