@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import cli_env, run_cli
+from tests.conftest import SAMPLES, cli_env, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -160,3 +160,48 @@ def test_daemon_ingests_from_postgres(pg_clean_url: str, store_path: Path) -> No
         proc.communicate(timeout=5)
     assert done is not None and done["ingested"] == 30
     assert proc.returncode == 0
+
+
+def test_daemon_runs_the_pipeline_on_samples_in_fallback_mode(store_path: Path) -> None:
+    """`make run`: samples ingested, the daemon runs every stage once and shows the summary."""
+    assert run_cli("ingest", str(SAMPLES)).returncode == 0
+    proc = start_daemon({"OLLAMA_URL": "http://127.0.0.1:1"})
+    seen: list[str] = []
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            seen.append(line)
+            if "writeback" in line:
+                break
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=10)
+    text = "".join(seen)
+    assert "biomem pipeline run" in text
+    assert "short_term" in text and "600 (100%)" in text  # all by the fallback
+    assert "dreams" in text and "deferred" in text
+    assert proc.returncode == 0
+
+
+def test_run_once_and_recall_from_the_cli(store_path: Path) -> None:
+    """`biomem run --once` exits 0 in fallback mode; `biomem recall --json` explains its ranking."""
+    env = {"OLLAMA_URL": "http://127.0.0.1:1"}
+    assert run_cli("ingest", str(SAMPLES), env=env).returncode == 0
+    result = run_cli("run", "--once", "--as-of", "2026-11-16T00:00:00Z", env=env, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "homeostasis" in result.stdout
+    found = run_cli("recall", "Copenhagen weekend trip", "--k", "3", "--json", env=env)
+    assert found.returncode == 0, found.stderr
+    hits = json.loads(found.stdout)
+    assert len(hits) == 3
+    assert "copenhagen" in hits[0]["content"].lower()
+    assert set(hits[0]["why"]) == {"similarity", "strength", "recency", "access", "embedding"}
+
+
+def test_unknown_stage_is_a_usage_error() -> None:
+    """`--stage nonsense` stops with one line listing the known stages, exit 2."""
+    result = run_cli("run", "--once", "--stage", "nonsense")
+    assert result.returncode == 2
+    assert "unknown stage" in result.stderr and "short_term" in result.stderr
