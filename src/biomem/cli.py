@@ -9,6 +9,7 @@ and exit code 1; results go to standard output, logs to standard error.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
@@ -77,6 +78,8 @@ def guarded(func: Callable[P, R]) -> Callable[P, R]:
 
 def bootstrap() -> Settings:
     """Load the settings and configure logging; raises ConfigurationError on bad values."""
+    # Memories are private: every file biomem creates (store, WAL, dead letters) is 0600.
+    os.umask(0o077)
     settings = load_settings()
     configure_logging(level=settings.logging.level, fmt=settings.logging.format)
     return settings

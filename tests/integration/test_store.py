@@ -122,3 +122,19 @@ def test_transaction_rolls_back_on_error(store: DuckDBStore) -> None:
         con.execute("INSERT INTO runs (stage, started_at, status) VALUES ('x', now(), 'running')")
         raise RuntimeError("boom")
     assert store.execute("SELECT count(*) FROM runs") == [(0,)]
+
+
+def test_store_files_are_private(tmp_path: Path) -> None:
+    """The store and its write-ahead log are readable by their owner only (0600)."""
+    store_path = tmp_path / "private" / "biomem.duckdb"
+    result = run_cli(
+        "ingest",
+        "-",
+        env={"DUCKDB_PATH": str(store_path)},
+        input_bytes=b'{"id": "a", "content": "secret thoughts", "created_at": "2026-10-05"}\n',
+    )
+    assert result.returncode == 0, result.stderr
+    files = [p for p in store_path.parent.iterdir() if p.name.startswith("biomem.duckdb")]
+    assert files
+    for path in files:
+        assert path.stat().st_mode & 0o777 == 0o600, path

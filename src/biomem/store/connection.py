@@ -149,6 +149,10 @@ class DuckDBStore:
             connection = duckdb.connect(str(path))
             # Times come back in UTC whatever the machine's zone: output is the same everywhere.
             connection.execute("SET TimeZone = 'UTC'")
+        # Private whatever the umask was when an older version created it.
+        for private in (path, path.with_name(path.name + ".wal")):
+            if private.exists():
+                private.chmod(0o600)
         store = cls(path, connection)
         if migrate:
             # Local import: migrations import this module.
