@@ -11,7 +11,9 @@
         ├── DatabaseQueryError       the database rejected the statement (permanent)
         ├── LLMUnavailable           Ollama cannot serve the call (status, retry_after)
         ├── LLMRequestError          Ollama refused the request itself: 4xx (permanent)
-        └── LLMResponseError         Ollama's answer could not be read (malformed)
+        ├── LLMResponseError         Ollama's answer could not be read (malformed)
+        ├── RetryExhaustedError      every allowed attempt failed (attempts, last_error)
+        └── CircuitOpenError         a circuit breaker refused the call untried (name, retry_after)
 
 Errors carry the context a handler needs as attributes; their ``str()``
 is one line fit for a person and never contains a secret.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 __all__ = [
     "BiomemError",
+    "CircuitOpenError",
     "ConfigurationError",
     "DatabaseQueryError",
     "DatabaseUnavailable",
@@ -29,6 +32,7 @@ __all__ = [
     "LLMRequestError",
     "LLMResponseError",
     "LLMUnavailable",
+    "RetryExhaustedError",
     "StoreLockedError",
 ]
 
@@ -141,3 +145,49 @@ class LLMRequestError(DependencyError):
 
 class LLMResponseError(DependencyError):
     """Ollama answered, but not with a document we can read (malformed JSON, wrong shape)."""
+
+
+class RetryExhaustedError(DependencyError):
+    """Every attempt the retry policy allowed failed; the last failure is the ``__cause__``.
+
+    Only the last error's type is named in the message: its text may carry a
+    connection string or a payload. ``transient`` stays True (the dependency
+    may recover for a later run), but the default retry predicate never
+    retries this error, so nested retriers do not multiply attempts.
+
+    Attributes:
+        attempts: how many attempts were made, the first included.
+        last_error: the exception the last attempt raised, when known.
+    """
+
+    def __init__(
+        self,
+        dependency: str,
+        *,
+        attempts: int,
+        last_error: BaseException | None = None,
+    ) -> None:
+        self.attempts = attempts
+        self.last_error = last_error
+        what = f" (last: {type(last_error).__name__})" if last_error is not None else ""
+        plural = "attempt" if attempts == 1 else "attempts"
+        super().__init__(dependency, f"gave up after {attempts} {plural}{what}")
+
+
+class CircuitOpenError(DependencyError):
+    """A circuit breaker refused the call without trying it.
+
+    Raised at once, never after waiting: the breaker is open (or forced open),
+    or its half-open trial calls are all taken.
+
+    Attributes:
+        name: the breaker's name (by convention the dependency's).
+        retry_after: seconds until a trial call may pass; 0 when unknown
+            (forced open, or half-open with every trial slot in use).
+    """
+
+    def __init__(self, name: str, retry_after: float = 0.0) -> None:
+        when = f"retry in {retry_after:.3g} s" if retry_after > 0 else "retry time unknown"
+        super().__init__(name, f"circuit breaker open, call not attempted; {when}")
+        self.name = name
+        self.retry_after = retry_after
