@@ -13,7 +13,8 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import wraps
 from pathlib import Path
@@ -26,13 +27,13 @@ from rich.progress import Progress
 from rich.table import Table
 
 from biomem import __version__
-from biomem.clients.postgres import PostgresClient
+from biomem.app import App, open_app
 from biomem.config import Settings, effective_config, load_settings
 from biomem.ingest import IngestCounts, PostgresSource, ingest_jsonl
 from biomem.logging import configure_logging, get_logger
 from biomem.orchestrator import Orchestrator, run_postgres_ingest
 from biomem.pipeline.recall import recall as recall_memories
-from biomem.pipeline.runner import StageOutcome, ollama_factory, resolve_stages
+from biomem.pipeline.runner import StageOutcome, resolve_stages
 from biomem.resilience.errors import BiomemError, ConfigurationError
 from biomem.store import DuckDBStore
 from biomem.store.runs import RunStatus, record_run
@@ -85,13 +86,14 @@ def bootstrap() -> Settings:
     return settings
 
 
-def _open_store(settings: Settings) -> DuckDBStore:
-    return DuckDBStore.open(settings.store.path)
-
-
-def _postgres(settings: Settings) -> PostgresClient | None:
-    url = settings.postgres.url
-    return PostgresClient(url) if url is not None else None
+@contextmanager
+def _opened(settings: Settings) -> Iterator[App]:
+    """The application's parts (store, PostgreSQL client, DLQ), closed on exit."""
+    application = open_app(settings)
+    try:
+        yield application
+    finally:
+        application.close()
 
 
 def _store_summary(store: DuckDBStore) -> dict[str, Any]:
@@ -143,15 +145,15 @@ def ingest(
     settings = bootstrap()
     if (source is None) == (not postgres):
         raise _fail("give either a FILE (or -) or --postgres", EXIT_CONFIG)
-    with _open_store(settings) as store:
+    if postgres and settings.postgres.url is None:
+        raise _fail("--postgres needs POSTGRES_DB_URL to be set", EXIT_CONFIG)
+    with _opened(settings) as application:
+        store = application.store
         if postgres:
-            client = _postgres(settings)
-            if client is None:
-                raise _fail("--postgres needs POSTGRES_DB_URL to be set", EXIT_CONFIG)
-            with client:
-                counts = run_postgres_ingest(
-                    store, PostgresSource(client, settings.ingest.postgres), settings
-                )
+            assert application.postgres is not None
+            counts = run_postgres_ingest(
+                store, PostgresSource(application.postgres, settings.ingest.postgres), settings
+            )
         else:
             assert source is not None
             counts = _ingest_file(store, source, settings)
@@ -260,21 +262,16 @@ def run(
     console = Console()
     if not console.is_terminal:
         console = Console(width=120)  # a pipe or a log file: no need to wrap at 80
-    with _open_store(settings) as store:
-        client = _postgres(settings)
-        orchestrator = Orchestrator(
-            store, settings, postgres=client, ollama=ollama_factory(settings), stop=stop
-        )
+    with _opened(settings) as application:
+        orchestrator = Orchestrator(application, stop=stop)
         try:
             if once:
                 outcomes = _run_once(orchestrator, names, moment, console)
             else:
-                _run_daemon(orchestrator, store, client, console, stop)
+                _run_daemon(orchestrator, application, console, stop)
                 outcomes = []
         finally:
             orchestrator.stop()
-            if client is not None:
-                client.close()
     if once:
         _print_summary(outcomes, console)
         if any(o.status in (RunStatus.FAILED, "skipped") for o in outcomes):
@@ -302,13 +299,10 @@ def _run_once(
 
 
 def _run_daemon(
-    orchestrator: Orchestrator,
-    store: DuckDBStore,
-    client: PostgresClient | None,
-    console: Console,
-    stop: threading.Event,
+    orchestrator: Orchestrator, application: App, console: Console, stop: threading.Event
 ) -> None:
-    summary = _store_summary(store)
+    summary = _store_summary(application.store)
+    client = application.postgres
     typer.echo(
         f"biomem {__version__}: store {summary['store']}: {summary['memories']} memories, "
         f"{summary['quarantined']} quarantined records"
@@ -335,14 +329,14 @@ def recall(
     settings = bootstrap()
     if not query.strip():
         raise _fail("the query is empty", EXIT_CONFIG)
-    with _open_store(settings) as store:
+    with _opened(settings) as application:
         hits = recall_memories(
-            store,
+            application.store,
             query,
             k=k,
             dimensions=settings.pipeline.long_term.dimensions,
             now=datetime.now(UTC),
-            ollama=ollama_factory(settings),
+            ollama=application.ollama_factory(),
         )
     if as_json:
         typer.echo(json.dumps([hit.as_dict() for hit in hits], ensure_ascii=False))
@@ -375,8 +369,8 @@ def quarantine(
 ) -> None:
     """List quarantined records, newest first, with their reasons."""
     settings = bootstrap()
-    with _open_store(settings) as store:
-        rows = store.execute(
+    with _opened(settings) as application:
+        rows = application.store.execute(
             "SELECT id, source, location, record_id, reason, times_seen, last_seen_at"
             " FROM quarantine ORDER BY last_seen_at DESC, id DESC LIMIT ?",
             [limit],

@@ -20,13 +20,13 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from biomem.clients.postgres import PostgresClient
+from biomem.app import App
 from biomem.config import Settings, parse_schedule
 from biomem.ingest import IngestCounts, PostgresSource, ingest_postgres
 from biomem.logging import get_logger
-from biomem.pipeline.base import OllamaFactory, Progress, StageResult
+from biomem.pipeline.base import Progress, StageResult
 from biomem.pipeline.runner import STAGES, StageOutcome, run_stages
-from biomem.resilience.errors import BiomemError
+from biomem.resilience.errors import BiomemError, DatabaseUnavailable
 from biomem.store import DuckDBStore
 from biomem.store.runs import RunStatus, record_run
 
@@ -61,27 +61,30 @@ def _trigger(expression: str) -> Any:
 
 
 class Orchestrator:
-    """Runs ingest and the stages on their schedules, or once on demand."""
+    """Runs ingest and the stages on their schedules, or once on demand.
 
-    def __init__(
-        self,
-        store: DuckDBStore,
-        settings: Settings,
-        *,
-        postgres: PostgresClient | None,
-        ollama: OllamaFactory | None,
-        stop: threading.Event | None = None,
-    ) -> None:
-        self._store = store
-        self._settings = settings
-        self._postgres = postgres
-        self._ollama = ollama
+    Work that fails because PostgreSQL is away (an ingest pass, a writeback) is
+    also kept as a dead letter; the replay job re-runs the real operation once
+    the dependency's breaker lets calls through again.
+    """
+
+    def __init__(self, app: App, *, stop: threading.Event | None = None) -> None:
+        self._app = app
+        self._store = app.store
+        self._settings = app.settings
+        self._postgres = app.postgres
+        self._ollama = app.ollama_factory()
         self._source = (
-            PostgresSource(postgres, settings.ingest.postgres) if postgres is not None else None
+            PostgresSource(app.postgres, app.settings.ingest.postgres)
+            if app.postgres is not None
+            else None
         )
         self.stop_event = stop or threading.Event()
-        self._lock = threading.Lock()
+        # Re-entrant: a replayed dead letter runs its operation inside the replay job.
+        self._lock = threading.RLock()
         self._scheduler = BackgroundScheduler(timezone="UTC")
+        app.replays.register("ingest_postgres", self._replay_ingest, replace=True)
+        app.replays.register("writeback", self._replay_writeback, replace=True)
 
     def run_pass(
         self,
@@ -107,7 +110,59 @@ class Orchestrator:
                 postgres=self._postgres,
                 progress_for=progress_for,
             )
+            for outcome in outcomes:
+                if outcome.stage == "writeback" and outcome.status == RunStatus.DEFERRED:
+                    reason = str(outcome.result.detail.get("postgres_unavailable", "unavailable"))
+                    self._dead_letter(
+                        "writeback", {}, DatabaseUnavailable("postgresql", reason), "writeback"
+                    )
             return outcomes
+
+    def _dead_letter(
+        self, operation: str, payload: dict[str, Any], error: BaseException, key: str
+    ) -> None:
+        try:
+            self._app.dlq.put(
+                operation, payload, error, idempotency_key=key, component="postgresql"
+            )
+        except BiomemError as exc:
+            # The store itself is failing: the scheduled run retries anyway.
+            log.error("dead_letter_put_failed", operation=operation, error=str(exc))
+
+    def _replay_ingest(self, payload: dict[str, Any]) -> None:
+        assert self._source is not None, "no PostgreSQL source configured"
+        with self._lock:
+            run_postgres_ingest(self._store, self._source, self._settings, stop=self.stop_event)
+
+    def _replay_writeback(self, payload: dict[str, Any]) -> None:
+        with self._lock:
+            outcome = run_stages(
+                self._store,
+                self._settings,
+                ["writeback"],
+                as_of=datetime.now(UTC),
+                ollama=None,
+                stop=self.stop_event,
+                postgres=self._postgres,
+            )[0]
+        if outcome.status != RunStatus.SUCCEEDED:
+            detail = outcome.error or str(outcome.result.detail.get("postgres_unavailable"))
+            raise DatabaseUnavailable("postgresql", f"writeback still deferred: {detail}")
+
+    def replay_dead_letters(self) -> None:
+        """Replay due dead letters whose dependency is healthy (the scheduled job)."""
+        if self.stop_event.is_set():
+            return
+        with self._lock:
+            report = self._app.dlq.replay_due(is_healthy=self._app.is_healthy)
+        if report.selected:
+            log.info(
+                "dead_letters_replayed",
+                recovered=len(report.recovered),
+                failed=len(report.failed),
+                dead=len(report.dead),
+                skipped=len(report.skipped),
+            )
 
     def _ingest_outcome(self) -> StageOutcome:
         assert self._source is not None
@@ -119,6 +174,13 @@ class Orchestrator:
         except BiomemError as exc:
             # Catch, log, continue: the next run resumes from the watermark.
             log.error("ingest_failed", source=self._source.name, error=str(exc))
+            if getattr(exc, "transient", False):
+                self._dead_letter(
+                    "ingest_postgres",
+                    {"source": self._source.name},
+                    exc,
+                    f"ingest:{self._source.name}",
+                )
             return StageOutcome(
                 "ingest", RunStatus.FAILED, StageResult(), time.perf_counter() - started, str(exc)
             )
@@ -149,6 +211,7 @@ class Orchestrator:
             self._add("ingest", schedules.ingest, self._ingest_job)
         for name in STAGES:
             self._add(name, getattr(schedules, name), self._job([name], ingest=False))
+        self._add("dead_letter_replay", schedules.dead_letter_replay, self.replay_dead_letters)
         if initial_pass:
 
             def first() -> None:

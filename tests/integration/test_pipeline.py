@@ -11,9 +11,12 @@ from typing import Any
 import pytest
 
 from biomem.config import Settings, load_settings
+from biomem.guards import build_guards
 from biomem.ingest.records import validate_record
 from biomem.ingest.writer import write_batch
+from biomem.pipeline.base import OllamaFactory
 from biomem.pipeline.runner import STAGES, ollama_factory, run_stage, run_stages
+from biomem.resilience.clock import FakeClock
 from biomem.store import DuckDBStore
 from biomem.store.runs import RunStatus
 from tests.conftest import SAMPLES
@@ -59,6 +62,11 @@ def add(store: DuckDBStore, *memories: tuple[str, str, datetime, dict[str, Any]]
         write_batch(con, records, [], now=AS_OF)
 
 
+def guarded_ollama(settings: Settings) -> OllamaFactory:
+    """The product's ollama policy, on a fake clock: retry waits and open periods take no time."""
+    return ollama_factory(settings, build_guards(settings, clock=FakeClock()).ollama)
+
+
 def settings_for(url: str | None, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.setenv("OLLAMA_URL", url or "http://127.0.0.1:1")
     return load_settings()
@@ -66,7 +74,7 @@ def settings_for(url: str | None, monkeypatch: pytest.MonkeyPatch) -> Settings:
 
 def run_all(store: DuckDBStore, settings: Settings, *, as_of: datetime = AS_OF) -> dict[str, Any]:
     outcomes = run_stages(
-        store, settings, [], as_of=as_of, ollama=ollama_factory(settings), stop=threading.Event()
+        store, settings, [], as_of=as_of, ollama=guarded_ollama(settings), stop=threading.Event()
     )
     assert all(o.status != RunStatus.FAILED for o in outcomes), [
         (o.stage, o.error) for o in outcomes
@@ -296,7 +304,7 @@ def test_malformed_answers_are_repaired_or_fall_back(
         settings,
         STAGES["short_term"],
         as_of=AS_OF,
-        ollama=ollama_factory(settings),
+        ollama=guarded_ollama(settings),
         stop=threading.Event(),
     )
     assert (outcome.result.llm, outcome.result.fallback) == (1, 0)
@@ -307,7 +315,7 @@ def test_malformed_answers_are_repaired_or_fall_back(
         settings,
         STAGES["short_term"],
         as_of=AS_OF,
-        ollama=ollama_factory(settings),
+        ollama=guarded_ollama(settings),
         stop=threading.Event(),
     )
     assert outcome.status == RunStatus.SUCCEEDED
@@ -327,7 +335,7 @@ def test_llm_outage_mid_run_falls_back_quickly(
         settings,
         STAGES["short_term"],
         as_of=AS_OF,
-        ollama=ollama_factory(settings),
+        ollama=guarded_ollama(settings),
         stop=threading.Event(),
     )
     assert outcome.status == RunStatus.SUCCEEDED

@@ -9,20 +9,22 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 from biomem.resilience.errors import LLMRequestError, LLMResponseError, LLMUnavailable
+from biomem.resilience.policy import Policy
 from biomem.resilience.redact import redact_text
 
 __all__ = ["OllamaClient", "OllamaModels", "parse_retry_after", "translate_errors"]
 
 _NAME = "ollama"
+T = TypeVar("T")
 _TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
 
 
@@ -79,6 +81,8 @@ class OllamaClient:
         model: the chat model.
         embedding_model: the embedding model.
         timeout_s: the limit for one request, connect to last byte.
+        policy: the ollama policy (breaker, retry, bulkhead, timeout); every request
+            goes through it. None only in tests of the client itself.
     """
 
     def __init__(
@@ -89,17 +93,29 @@ class OllamaClient:
         model: str,
         embedding_model: str,
         timeout_s: float = 60.0,
+        policy: Policy | None = None,
     ) -> None:
         self._http = http
+        self._policy = policy
         self._base = base_url.rstrip("/")
         self.model = model
         self.embedding_model = embedding_model
         self._timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, 5.0))
 
+    async def _guarded(self, operation: str, fn: Callable[[], Awaitable[T]]) -> T:
+        if self._policy is None:
+            return await fn()
+        return await self._policy.acall(fn, operation=operation)
+
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        async with translate_errors():
-            response = await self._http.post(self._base + path, json=body, timeout=self._timeout)
-        return self._read(response, path)
+        async def once() -> dict[str, Any]:
+            async with translate_errors():
+                response = await self._http.post(
+                    self._base + path, json=body, timeout=self._timeout
+                )
+            return self._read(response, path)
+
+        return await self._guarded(path, once)
 
     def _read(self, response: httpx.Response, path: str) -> dict[str, Any]:
         status = response.status_code
@@ -125,9 +141,13 @@ class OllamaClient:
 
     async def models(self) -> OllamaModels:
         """GET /api/tags: the installed models."""
-        async with translate_errors():
-            response = await self._http.get(self._base + "/api/tags", timeout=self._timeout)
-        data = self._read(response, "/api/tags")
+
+        async def once() -> dict[str, Any]:
+            async with translate_errors():
+                response = await self._http.get(self._base + "/api/tags", timeout=self._timeout)
+            return self._read(response, "/api/tags")
+
+        data = await self._guarded("/api/tags", once)
         entries = data.get("models")
         if not isinstance(entries, list):
             raise LLMResponseError(_NAME, "/api/tags answered without a models list")

@@ -7,9 +7,9 @@ reconnect storm while it is away.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from typing import Any, TypeVar
 
 import psycopg
 import psycopg_pool
@@ -17,7 +17,10 @@ from psycopg import errors as pg_errors
 from pydantic import SecretStr
 
 from biomem.resilience.errors import DatabaseQueryError, DatabaseUnavailable, DependencyError
+from biomem.resilience.policy import Policy
 from biomem.resilience.redact import redact_text
+
+T = TypeVar("T")
 
 __all__ = ["PostgresClient", "classify_psycopg_error", "translate_errors"]
 
@@ -79,6 +82,8 @@ class PostgresClient:
         connect_timeout_s: how long a new connection may take.
         acquire_timeout_s: how long a caller waits for a connection from the pool.
         statement_timeout_s: server-side limit for each statement.
+        policy: the postgresql policy: :meth:`run` retries through it, and every
+            connection is taken through its breaker.
     """
 
     def __init__(
@@ -90,8 +95,10 @@ class PostgresClient:
         connect_timeout_s: float = 5.0,
         acquire_timeout_s: float = 10.0,
         statement_timeout_s: float = 60.0,
+        policy: Policy | None = None,
     ) -> None:
         self.name = name
+        self._policy = policy
         self._acquire_timeout_s = acquire_timeout_s
         self.last_connect_error: str | None = None
         client = self
@@ -132,13 +139,7 @@ class PostgresClient:
         self._pool.open(wait=False)
 
     @contextmanager
-    def connection(self) -> Iterator[psycopg.Connection[Any]]:
-        """Borrow a connection; the block runs in a transaction committed on success.
-
-        Raises:
-            DatabaseUnavailable: PostgreSQL cannot be reached or the pool is exhausted.
-            DatabaseQueryError: the statement or data was rejected.
-        """
+    def _acquire(self) -> Iterator[psycopg.Connection[Any]]:
         try:
             with (
                 translate_errors(self.name),
@@ -151,6 +152,34 @@ class PostgresClient:
                     self.name, f"cannot connect: {self.last_connect_error}"
                 ) from exc.__cause__
             raise
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """Borrow a connection through the breaker; the block runs in one transaction.
+
+        Raises:
+            CircuitOpenError: the breaker is open: PostgreSQL failed too often lately.
+            DatabaseUnavailable: PostgreSQL cannot be reached or the pool is exhausted.
+            DatabaseQueryError: the statement or data was rejected.
+        """
+        guard = self._policy.breaker if self._policy is not None else nullcontext()
+        with guard, self._acquire() as conn:
+            yield conn
+
+    def run(self, fn: Callable[[psycopg.Connection[Any]], T], *, operation: str) -> T:
+        """Run ``fn`` in one transaction through the policy: retried when transient.
+
+        ``fn`` must be safe to run again (a failed transaction was rolled back).
+        """
+        if self._policy is None:
+            return self._run_once(fn)
+        return self._policy.call(lambda: self._run_once(fn), operation=operation)
+
+    def _run_once(self, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
+        # The policy applies the breaker around this call: not again in here.
+        with self._acquire() as conn:
+            result: T = fn(conn)
+        return result
 
     def get_stats(self) -> dict[str, int]:
         """Pool statistics (psycopg_pool's names) for metrics and health."""

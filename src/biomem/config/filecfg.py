@@ -13,6 +13,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 __all__ = [
     "ConsolidationSettings",
+    "DependencyGuard",
     "DreamSettings",
     "FileSettings",
     "HomeostasisSettings",
@@ -22,6 +23,7 @@ __all__ = [
     "PostgresSourceSettings",
     "RecoveryRule",
     "RecoverySettings",
+    "ResilienceSettings",
     "ScheduleSettings",
     "ShortTermSettings",
     "ThresholdSettings",
@@ -107,6 +109,7 @@ class ScheduleSettings(_Section):
     dreams: Schedule = "0 3 * * *"
     homeostasis: Schedule = "0 4 * * 0"
     writeback: Schedule = "5m"
+    dead_letter_replay: Schedule = "30s"
 
 
 class ThresholdSettings(_Section):
@@ -185,6 +188,35 @@ class PipelineSettings(_Section):
     homeostasis: HomeostasisSettings = HomeostasisSettings()
 
 
+class DependencyGuard(_Section):
+    """Breaker, retry and bulkhead settings of one dependency."""
+
+    window_size: int = Field(default=20, ge=1, le=10_000, description="1 to 10000 calls")
+    minimum_calls: int = Field(default=5, ge=1, le=10_000, description="1 to 10000 calls")
+    failure_rate_threshold: float = Field(default=0.5, gt=0, le=1, description="in (0, 1]")
+    slow_call_rate_threshold: float = Field(default=0.5, gt=0, le=1, description="in (0, 1]")
+    slow_call_seconds: float = Field(default=30, gt=0, description="seconds above 0")
+    open_seconds: float = Field(default=30, gt=0, description="seconds above 0")
+    open_multiplier: float = Field(default=2.0, ge=1, le=10, description="1 to 10")
+    max_open_seconds: float = Field(default=600, gt=0, description="seconds above 0")
+    half_open_calls: int = Field(default=2, ge=1, le=100, description="1 to 100")
+    max_attempts: int = Field(default=3, ge=1, le=20, description="1 to 20")
+    base_delay_seconds: float = Field(default=0.5, ge=0, description="seconds, 0 or more")
+    max_delay_seconds: float = Field(default=10, ge=0, description="seconds, 0 or more")
+    retry_timeout_seconds: float = Field(default=30, gt=0, description="seconds above 0")
+    retry_budget_ratio: float = Field(default=0.1, ge=0, le=1, description="in [0, 1]")
+
+
+class ResilienceSettings(_Section):
+    """One guard per dependency (timeouts and concurrency come from the environment)."""
+
+    postgresql: DependencyGuard = DependencyGuard()
+    duckdb: DependencyGuard = DependencyGuard(
+        open_seconds=10, max_attempts=3, base_delay_seconds=0.05, max_delay_seconds=1
+    )
+    ollama: DependencyGuard = DependencyGuard()
+
+
 class RecoveryRule(_Section):
     """One automated-recovery rule: when a component is in a status, run an action."""
 
@@ -211,3 +243,4 @@ class FileSettings(_Section):
     thresholds: ThresholdSettings = ThresholdSettings()
     pipeline: PipelineSettings = PipelineSettings()
     recovery: RecoverySettings = RecoverySettings()
+    resilience: ResilienceSettings = ResilienceSettings()

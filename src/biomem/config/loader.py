@@ -75,6 +75,7 @@ def load_settings() -> Settings:
         ingest=file.ingest,
         schedules=file.schedules,
         pipeline=file.pipeline,
+        resilience=file.resilience,
     )
 
 

@@ -11,6 +11,7 @@ from biomem.config.filecfg import (
     IngestSettings,
     PipelineSettings,
     RecoveryRule,
+    ResilienceSettings,
     ScheduleSettings,
     ThresholdSettings,
 )
@@ -91,3 +92,4 @@ class Settings(_Group):
     ingest: IngestSettings
     schedules: ScheduleSettings
     pipeline: PipelineSettings
+    resilience: ResilienceSettings

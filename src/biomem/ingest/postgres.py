@@ -66,13 +66,15 @@ class PostgresSource:
         if self._query_first is not None:
             return
         cfg = self._cfg
-        with self._client.connection() as conn:
-            rows = conn.execute(
+        rows = self._client.run(
+            lambda conn: conn.execute(
                 "SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull"
                 " FROM pg_attribute a WHERE a.attrelid = %s::regclass"
                 " AND a.attnum > 0 AND NOT a.attisdropped",
                 [self._table.as_string(conn)],
-            ).fetchall()
+            ).fetchall(),
+            operation="describe_source",
+        )
         columns = {str(name): (str(kind), bool(notnull)) for name, kind, notnull in rows}
         wanted = [
             cfg.id_column,
@@ -119,12 +121,16 @@ class PostgresSource:
         """Return up to ``limit`` rows after ``after`` in (updated_at, id) order."""
         self._prepare()
         assert self._query_first is not None and self._query_next is not None
-        with self._client.connection() as conn:
-            if after is None:
-                return conn.execute(self._query_first, [limit]).fetchall()
-            return conn.execute(
-                self._query_next, [after.updated_at, after.last_id, limit]
-            ).fetchall()
+        first, following = self._query_first, self._query_next
+        if after is None:
+            return self._client.run(
+                lambda conn: conn.execute(first, [limit]).fetchall(), operation="fetch_memories"
+            )
+        params = [after.updated_at, after.last_id, limit]
+        # A read: safe to retry whole.
+        return self._client.run(
+            lambda conn: conn.execute(following, params).fetchall(), operation="fetch_memories"
+        )
 
 
 def _to_record(

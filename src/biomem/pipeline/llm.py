@@ -4,8 +4,8 @@ A run first asks Ollama for its models. When Ollama is down or lacks the model,
 the whole run uses the fallback without waiting on timeouts. During the run,
 a few consecutive transport failures stop further calls for the rest of the
 run (the fallback takes over), so an Ollama that dies mid-run costs seconds,
-not one timeout per memory. The resilience layer's breakers supersede this
-per-run gate once they wrap the client.
+not one timeout per memory. Across runs, the ollama policy's breaker does
+the same: once it is open, calls are refused at once and the gate closes.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from typing import Generic, TypeVar
 from biomem.clients.ollama import OllamaClient
 from biomem.logging import get_logger
 from biomem.resilience.errors import (
+    CircuitOpenError,
     DependencyError,
     LLMRequestError,
     LLMResponseError,
-    LLMUnavailable,
 )
 
 __all__ = ["LLMSession", "Outcome", "unless_stopped"]
@@ -84,11 +84,13 @@ class LLMSession:
                 return Outcome(None, self.reason)
             try:
                 value = await make(self.client)
-            except (LLMUnavailable, LLMRequestError) as exc:
-                self._failed(exc, permanent=isinstance(exc, LLMRequestError))
-                return Outcome(None, str(exc))
             except LLMResponseError as exc:
                 # Ollama is up but answered nonsense: not a reason to stop calling.
+                return Outcome(None, str(exc))
+            except DependencyError as exc:
+                # Unavailable, refused (4xx), timed out, retries exhausted, or the
+                # breaker open: the fallback takes over.
+                self._failed(exc, permanent=isinstance(exc, LLMRequestError | CircuitOpenError))
                 return Outcome(None, str(exc))
         self._consecutive = 0
         return Outcome(value)

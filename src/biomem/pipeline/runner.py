@@ -27,6 +27,7 @@ from biomem.pipeline.short_term import ShortTermStage
 from biomem.pipeline.working_memory import WorkingMemoryStage
 from biomem.pipeline.writeback import WritebackStage
 from biomem.resilience.errors import BiomemError
+from biomem.resilience.policy import Policy
 from biomem.store import DuckDBStore
 from biomem.store.runs import RunStatus, record_run
 
@@ -70,8 +71,11 @@ STAGES: dict[str, Stage] = _ordered(
 )
 
 
-def ollama_factory(settings: Settings) -> OllamaFactory:
-    """Build Ollama clients from the settings on a caller-owned transport."""
+def ollama_factory(settings: Settings, policy: Policy | None) -> OllamaFactory:
+    """Build Ollama clients from the settings on a caller-owned transport.
+
+    The product passes the process's ollama policy (see ``biomem.app``).
+    """
     cfg = settings.ollama
 
     def make(http: httpx.AsyncClient) -> OllamaClient:
@@ -81,6 +85,7 @@ def ollama_factory(settings: Settings) -> OllamaFactory:
             model=cfg.model,
             embedding_model=cfg.embedding_model,
             timeout_s=cfg.timeout_seconds,
+            policy=policy,
         )
 
     return make

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from biomem.resilience.errors import (
     DependencyError,
     StoreLockedError,
 )
+from biomem.resilience.policy import Policy
 from biomem.resilience.redact import redact_text
 
 __all__ = ["DuckDBStore", "classify_duckdb_error", "translate_errors"]
@@ -122,17 +123,23 @@ class DuckDBStore:
     :meth:`close` (or as a context manager).
     """
 
-    def __init__(self, path: Path, connection: duckdb.DuckDBPyConnection) -> None:
+    def __init__(
+        self, path: Path, connection: duckdb.DuckDBPyConnection, *, policy: Policy | None = None
+    ) -> None:
         self.path = path
         self._con = connection
+        self._policy = policy
         # One lock for the connection: DuckDB connections are not safe for
         # concurrent use, and a transaction must not interleave with others.
         self._lock = threading.RLock()
         self._closed = False
 
     @classmethod
-    def open(cls, path: Path, *, migrate: bool = True) -> DuckDBStore:
+    def open(cls, path: Path, *, migrate: bool = True, policy: Policy | None = None) -> DuckDBStore:
         """Open (creating when missing) the store at ``path`` and apply pending migrations.
+
+        With ``policy`` (the duckdb policy), single statements are retried when
+        transient and every statement and transaction goes through its breaker.
 
         Raises:
             StoreLockedError: another process holds the file.
@@ -153,7 +160,7 @@ class DuckDBStore:
         for private in (path, path.with_name(path.name + ".wal")):
             if private.exists():
                 private.chmod(0o600)
-        store = cls(path, connection)
+        store = cls(path, connection, policy=policy)
         if migrate:
             # Local import: migrations import this module.
             from biomem.store.migrations import migrate as run_migrations
@@ -185,8 +192,12 @@ class DuckDBStore:
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """Run a block in one transaction: committed on success, rolled back on error."""
-        with self._lock, translate_errors(self.path):
+        """Run a block in one transaction: committed on success, rolled back on error.
+
+        Not retried (the block is the caller's); counted by the breaker.
+        """
+        guard = self._policy.breaker if self._policy is not None else nullcontext()
+        with guard, self._lock, translate_errors(self.path):
             self._con.execute("BEGIN TRANSACTION")
             try:
                 yield self._con
@@ -199,13 +210,24 @@ class DuckDBStore:
     def execute(
         self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None
     ) -> list[tuple[Any, ...]]:
-        """Run one statement in its own transaction and return all its rows."""
-        with self._lock, translate_errors(self.path):
-            return self._con.execute(sql, params).fetchall()
+        """Run one statement in its own transaction and return all its rows.
+
+        A failed statement left nothing behind, so a transient failure is retried.
+        """
+
+        def once() -> list[tuple[Any, ...]]:
+            with self._lock, translate_errors(self.path):
+                return self._con.execute(sql, params).fetchall()
+
+        return once() if self._policy is None else self._policy.call(once, operation="execute")
 
     def fetchone(
         self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None
     ) -> tuple[Any, ...] | None:
-        """Run one statement and return its first row, or None."""
-        with self._lock, translate_errors(self.path):
-            return self._con.execute(sql, params).fetchone()
+        """Run one statement and return its first row, or None (retried like :meth:`execute`)."""
+
+        def once() -> tuple[Any, ...] | None:
+            with self._lock, translate_errors(self.path):
+                return self._con.execute(sql, params).fetchone()
+
+        return once() if self._policy is None else self._policy.call(once, operation="fetchone")

@@ -1,0 +1,111 @@
+"""The resilience policies of this process, built once from the settings.
+
+One breaker registry, one error log and one policy per dependency; the
+clients receive their policy, health and metrics read the same objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from biomem.config import Settings
+from biomem.config.filecfg import DependencyGuard
+from biomem.resilience.breaker import BreakerConfig, BreakerRegistry
+from biomem.resilience.clock import SYSTEM_CLOCK, Clock
+from biomem.resilience.errors import DatabaseQueryError, LLMResponseError
+from biomem.resilience.events import ErrorLog
+from biomem.resilience.policy import Policy, PolicyConfig
+from biomem.resilience.retry import RetryConfig
+
+__all__ = ["Guards", "build_guards"]
+
+
+def _counts_for_postgres_or_duckdb(exc: BaseException) -> bool:
+    # A query we got wrong says nothing about the database's health.
+    return not isinstance(exc, DatabaseQueryError)
+
+
+def _counts_for_ollama(exc: BaseException) -> bool:
+    # An unreadable answer comes from a live server: the stage retries or falls back.
+    return not isinstance(exc, LLMResponseError)
+
+
+def _breaker(guard: DependencyGuard, counts: Callable[[BaseException], bool]) -> BreakerConfig:
+    return BreakerConfig(
+        record_predicate=counts,
+        window_type="count",
+        window_size=guard.window_size,
+        minimum_calls=min(guard.minimum_calls, guard.window_size),
+        failure_rate_threshold=guard.failure_rate_threshold,
+        slow_call_rate_threshold=guard.slow_call_rate_threshold,
+        slow_call_duration_s=guard.slow_call_seconds,
+        wait_duration_open_s=guard.open_seconds,
+        wait_multiplier=guard.open_multiplier,
+        max_wait_duration_open_s=guard.max_open_seconds,
+        permitted_calls_in_half_open=guard.half_open_calls,
+    )
+
+
+def _retry(guard: DependencyGuard) -> RetryConfig:
+    return RetryConfig(
+        max_attempts=guard.max_attempts,
+        base_delay_s=guard.base_delay_seconds,
+        max_delay_s=guard.max_delay_seconds,
+        timeout_s=guard.retry_timeout_seconds,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Guards:
+    """The policies, breakers and error log shared by the whole process."""
+
+    clock: Clock
+    breakers: BreakerRegistry
+    errors: ErrorLog
+    postgresql: Policy
+    duckdb: Policy
+    ollama: Policy
+
+
+def build_guards(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> Guards:
+    """Build the three policies from the settings (TOML [resilience.*] and the environment)."""
+    cfg = settings.resilience
+    breakers = BreakerRegistry(clock=clock)
+    errors = ErrorLog()
+
+    def policy(name: str, config: PolicyConfig) -> Policy:
+        return Policy(name, config, clock=clock, breakers=breakers, errors=errors)
+
+    return Guards(
+        clock=clock,
+        breakers=breakers,
+        errors=errors,
+        postgresql=policy(
+            "postgresql",
+            PolicyConfig(
+                breaker=_breaker(cfg.postgresql, _counts_for_postgres_or_duckdb),
+                retry=_retry(cfg.postgresql),
+                retry_budget_ratio=cfg.postgresql.retry_budget_ratio,
+            ),
+        ),
+        duckdb=policy(
+            "duckdb",
+            PolicyConfig(
+                breaker=_breaker(cfg.duckdb, _counts_for_postgres_or_duckdb),
+                retry=_retry(cfg.duckdb),
+                retry_budget_ratio=cfg.duckdb.retry_budget_ratio,
+            ),
+        ),
+        ollama=policy(
+            "ollama",
+            PolicyConfig(
+                timeout_s=settings.ollama.timeout_seconds,
+                max_concurrent=settings.ollama.max_concurrency,
+                max_wait_s=None,  # callers queue for a slot; the timeout bounds each call
+                breaker=_breaker(cfg.ollama, _counts_for_ollama),
+                retry=_retry(cfg.ollama),
+                retry_budget_ratio=cfg.ollama.retry_budget_ratio,
+            ),
+        ),
+    )
