@@ -9,17 +9,14 @@ and exit code 1; results go to standard output, logs to standard error.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
-from functools import wraps
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -27,22 +24,27 @@ from rich.progress import Progress
 from rich.table import Table
 
 from biomem import __version__
-from biomem.app import App, open_app
-from biomem.config import Settings, effective_config, load_settings
+from biomem.app import App
+from biomem.cli_common import (
+    EXIT_CONFIG,
+    EXIT_FAILED,
+    EXIT_OK,
+    bootstrap,
+    fail,
+    guarded,
+    opened,
+)
+from biomem.cli_dlq import dlq_app
+from biomem.config import Settings, effective_config
 from biomem.ingest import IngestCounts, PostgresSource, ingest_jsonl
-from biomem.logging import configure_logging, get_logger
+from biomem.logging import get_logger
 from biomem.orchestrator import Orchestrator, run_postgres_ingest
 from biomem.pipeline.recall import recall as recall_memories
 from biomem.pipeline.runner import StageOutcome, resolve_stages
-from biomem.resilience.errors import BiomemError, ConfigurationError
 from biomem.store import DuckDBStore
 from biomem.store.runs import RunStatus, record_run
 
 __all__ = ["app", "main"]
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_CONFIG = 2
 
 app = typer.Typer(
     name="biomem",
@@ -51,49 +53,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.add_typer(dlq_app)
 log = get_logger("biomem.cli")
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _fail(message: str, code: int) -> typer.Exit:
-    sys.stderr.write(f"biomem: {message}\n")
-    return typer.Exit(code)
-
-
-def guarded(func: Callable[P, R]) -> Callable[P, R]:
-    """Turn biomem's own errors into one line on standard error and an exit code."""
-
-    @wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return func(*args, **kwargs)
-        except ConfigurationError as exc:
-            raise _fail(f"configuration error: {exc}", EXIT_CONFIG) from None
-        except BiomemError as exc:
-            raise _fail(str(exc), EXIT_FAILED) from None
-
-    return wrapper
-
-
-def bootstrap() -> Settings:
-    """Load the settings and configure logging; raises ConfigurationError on bad values."""
-    # Memories are private: every file biomem creates (store, WAL, dead letters) is 0600.
-    os.umask(0o077)
-    settings = load_settings()
-    configure_logging(level=settings.logging.level, fmt=settings.logging.format)
-    return settings
-
-
-@contextmanager
-def _opened(settings: Settings) -> Iterator[App]:
-    """The application's parts (store, PostgreSQL client, DLQ), closed on exit."""
-    application = open_app(settings)
-    try:
-        yield application
-    finally:
-        application.close()
 
 
 def _store_summary(store: DuckDBStore) -> dict[str, Any]:
@@ -144,10 +105,10 @@ def ingest(
     """
     settings = bootstrap()
     if (source is None) == (not postgres):
-        raise _fail("give either a FILE (or -) or --postgres", EXIT_CONFIG)
+        raise fail("give either a FILE (or -) or --postgres", EXIT_CONFIG)
     if postgres and settings.postgres.url is None:
-        raise _fail("--postgres needs POSTGRES_DB_URL to be set", EXIT_CONFIG)
-    with _opened(settings) as application:
+        raise fail("--postgres needs POSTGRES_DB_URL to be set", EXIT_CONFIG)
+    with opened(settings) as application:
         store = application.store
         if postgres:
             assert application.postgres is not None
@@ -171,7 +132,7 @@ def _ingest_file(store: DuckDBStore, source: str, settings: Settings) -> IngestC
             # Closed by the with-block below, which also covers standard input.
             stream, location = Path(source).open("rb"), source  # noqa: SIM115
         except OSError as exc:
-            raise _fail(f"cannot read {source}: {exc.strerror}", EXIT_FAILED) from None
+            raise fail(f"cannot read {source}: {exc.strerror}", EXIT_FAILED) from None
     with stream, record_run(store, "ingest") as run:
         counts = ingest_jsonl(store, stream, location=location, settings=settings.ingest)
         run.counts = {"source": location, **counts.as_dict()}
@@ -185,7 +146,7 @@ def _parse_as_of(value: str | None) -> datetime | None:
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
-        raise _fail(f"--as-of {value!r} is not an ISO 8601 time", EXIT_CONFIG) from None
+        raise fail(f"--as-of {value!r} is not an ISO 8601 time", EXIT_CONFIG) from None
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
@@ -246,11 +207,11 @@ def run(
     names = list(stage or [])
     moment = _parse_as_of(as_of)
     if (names or moment) and not once:
-        raise _fail("--stage and --as-of need --once", EXIT_CONFIG)
+        raise fail("--stage and --as-of need --once", EXIT_CONFIG)
     try:
         resolve_stages(names)
     except ValueError as exc:
-        raise _fail(str(exc), EXIT_CONFIG) from None
+        raise fail(str(exc), EXIT_CONFIG) from None
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -262,7 +223,7 @@ def run(
     console = Console()
     if not console.is_terminal:
         console = Console(width=120)  # a pipe or a log file: no need to wrap at 80
-    with _opened(settings) as application:
+    with opened(settings) as application:
         orchestrator = Orchestrator(application, stop=stop)
         try:
             if once:
@@ -328,8 +289,8 @@ def recall(
     """Rank memories by similarity × strength for QUERY and say why each ranked."""
     settings = bootstrap()
     if not query.strip():
-        raise _fail("the query is empty", EXIT_CONFIG)
-    with _opened(settings) as application:
+        raise fail("the query is empty", EXIT_CONFIG)
+    with opened(settings) as application:
         hits = recall_memories(
             application.store,
             query,
@@ -369,7 +330,7 @@ def quarantine(
 ) -> None:
     """List quarantined records, newest first, with their reasons."""
     settings = bootstrap()
-    with _opened(settings) as application:
+    with opened(settings) as application:
         rows = application.store.execute(
             "SELECT id, source, location, record_id, reason, times_seen, last_seen_at"
             " FROM quarantine ORDER BY last_seen_at DESC, id DESC LIMIT ?",
