@@ -15,6 +15,7 @@ from biomem.guards import Guards, build_guards
 from biomem.pipeline.base import OllamaFactory
 from biomem.pipeline.runner import ollama_factory
 from biomem.resilience.breaker import BreakerState
+from biomem.resilience.clock import SYSTEM_CLOCK, Clock
 from biomem.resilience.deadletter import DeadLetterQueue, DuckDBDeadLetterStore, ReplayRegistry
 from biomem.store import DuckDBStore
 
@@ -50,13 +51,13 @@ class App:
         self.store.close()
 
 
-def open_app(settings: Settings) -> App:
+def open_app(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> App:
     """Open the store (migrated), the PostgreSQL client when configured, and the DLQ.
 
     The dead letters live in the DuckDB store: it is local, so a failure of
     PostgreSQL (the usual reason for a letter) can always be recorded.
     """
-    guards = build_guards(settings)
+    guards = build_guards(settings, clock=clock)
     store = DuckDBStore.open(settings.store.path, policy=guards.duckdb)
     try:
         url = settings.postgres.url

@@ -100,6 +100,7 @@ class PostgresClient:
         self.name = name
         self._policy = policy
         self._acquire_timeout_s = acquire_timeout_s
+        self._connect_timeout_s = connect_timeout_s
         self.last_connect_error: str | None = None
         client = self
 
@@ -135,15 +136,26 @@ class PostgresClient:
             },
             # A dead connection is found before it is handed out, not mid-batch.
             check=psycopg_pool.ConnectionPool.check_connection,
+            # Reconnecting is the policy's job (breaker, retry with budget): the pool
+            # gives up on a failed connection at once instead of backing off on its
+            # own for minutes, so the first call after PostgreSQL is back connects.
+            reconnect_timeout=0,
         )
         self._pool.open(wait=False)
+
+    def _wait_s(self) -> float:
+        # While connecting fails, a caller need not wait longer than one attempt:
+        # the pool does not wake waiters when an attempt fails.
+        if self.last_connect_error is not None:
+            return min(self._acquire_timeout_s, self._connect_timeout_s + 0.5)
+        return self._acquire_timeout_s
 
     @contextmanager
     def _acquire(self) -> Iterator[psycopg.Connection[Any]]:
         try:
             with (
                 translate_errors(self.name),
-                self._pool.connection(timeout=self._acquire_timeout_s) as conn,
+                self._pool.connection(timeout=self._wait_s()) as conn,
             ):
                 yield conn
         except DatabaseUnavailable as exc:

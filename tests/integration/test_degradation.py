@@ -1,0 +1,139 @@
+"""Degradation and recovery through the real policies: PostgreSQL and Ollama outages."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import psycopg
+import pytest
+
+from biomem.app import App, open_app
+from biomem.config import load_settings
+from biomem.orchestrator import Orchestrator
+from biomem.resilience.breaker import BreakerState
+from biomem.resilience.clock import FakeClock
+from biomem.resilience.deadletter import DeadLetterStatus
+from biomem.store.runs import RunStatus
+from tests.conftest import run_cli
+from tests.fakes.ollama import FakeOllama
+from tests.support.pgcluster import PgCluster
+
+pytestmark = pytest.mark.integration
+
+AS_OF = datetime(2026, 11, 16, tzinfo=UTC)
+
+
+def memories_table(url: str, rows: int) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS public.memories (id int PRIMARY KEY, content text,"
+            " created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL, metadata jsonb)"
+        )
+        conn.execute(
+            "INSERT INTO public.memories SELECT g, 'memory number ' || g,"
+            " timestamptz '2026-10-05' + g * interval '1 minute', now(), '{}'"
+            " FROM generate_series(1, %s) g ON CONFLICT DO NOTHING",
+            [rows],
+        )
+
+
+@pytest.fixture
+def app_on(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> Iterator[list[App]]:
+    opened: list[App] = []
+    yield opened
+    for application in opened:
+        application.close()
+
+
+def open_with(
+    monkeypatch: pytest.MonkeyPatch, opened: list[App], clock: FakeClock | None = None, **env: str
+) -> App:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    application = open_app(load_settings(), clock=clock or FakeClock())
+    opened.append(application)
+    return application
+
+
+def test_postgres_outage_becomes_dead_letters_then_recovers(
+    pg_cluster: PgCluster, monkeypatch: pytest.MonkeyPatch, app_on: list[App], tmp_path: object
+) -> None:
+    """With PostgreSQL down, ingest and writeback wait as dead letters; once it is back,
+    replay re-runs them and everything arrives."""
+    url = pg_cluster.url()
+    memories_table(url, 40)
+    config = f"{tmp_path}/biomem.toml"
+    with open(config, "w", encoding="utf-8") as handle:
+        # Quick to give up while PostgreSQL is down, quick to try again after.
+        handle.write(
+            "[resilience.postgresql]\nmax_attempts = 1\nminimum_calls = 2\nwindow_size = 4\n"
+            "open_seconds = 0.5\nopen_multiplier = 1.0\n"
+        )
+    clock = FakeClock()
+    application = open_with(
+        monkeypatch,
+        app_on,
+        clock,
+        POSTGRES_DB_URL=url,
+        OLLAMA_URL="http://127.0.0.1:1",
+        BIOMEM_CONFIG_FILE=config,
+    )
+    orchestrator = Orchestrator(application, stop=threading.Event())
+    pg_cluster.stop()
+    outcomes = {o.stage: o for o in orchestrator.run_pass(as_of=AS_OF)}
+    assert outcomes["ingest"].status == RunStatus.FAILED
+    assert outcomes["writeback"].status == RunStatus.DEFERRED
+    assert outcomes["short_term"].status == RunStatus.SUCCEEDED  # the rest goes on
+    letters = {letter.operation: letter for letter in application.dlq.list()}
+    assert set(letters) == {"ingest_postgres", "writeback"}
+    assert all(letter.status is DeadLetterStatus.PENDING for letter in letters.values())
+    assert "@" not in json.dumps([letter.message for letter in letters.values()])  # no URL
+    pg_cluster.start()
+    assert not application.is_healthy("postgresql")  # the breaker is open: letters wait
+    clock.advance(1.0)  # past the open period: the breaker lets a trial call through
+    report = application.dlq.replay(None)  # what the scheduled job does once due
+    assert set(report.recovered) == {letter.id for letter in letters.values()}
+    assert application.store.execute("SELECT count(*) FROM memories") == [(40,)]
+    with psycopg.connect(url) as conn:
+        sent = conn.execute("SELECT count(*) FROM dreams.runs").fetchone()
+    assert sent is not None and sent[0] > 0
+
+
+def test_ollama_outage_opens_the_breaker_and_falls_back_fast(
+    monkeypatch: pytest.MonkeyPatch, app_on: list[App], fake_ollama: FakeOllama
+) -> None:
+    """Ollama answering 503 trips its breaker: the stage finishes on the fallback, and the
+    next run does not call Ollama at all while the breaker is open."""
+    assert (
+        run_cli(
+            "ingest",
+            "-",
+            input_bytes=b"".join(
+                json.dumps(
+                    {
+                        "id": f"m{i}",
+                        "content": f"memory {i} about Atlas",
+                        "created_at": "2026-10-05T09:00:00Z",
+                    }
+                ).encode()
+                + b"\n"
+                for i in range(30)
+            ),
+        ).returncode
+        == 0
+    )
+    application = open_with(monkeypatch, app_on, OLLAMA_URL=fake_ollama.url)
+    fake_ollama.fail_with(503, paths=["/api/chat"])
+    orchestrator = Orchestrator(application, stop=threading.Event())
+    first = {o.stage: o for o in orchestrator.run_pass(["short_term"], as_of=AS_OF)}
+    assert first["short_term"].result.fallback == 30
+    assert application.guards.ollama.breaker.state is BreakerState.OPEN
+    kinds = {event.kind.value for event in application.guards.errors.recent()}
+    assert "service_unavailable" in kinds
+    before = fake_ollama.request_count()
+    fake_ollama.reset_faults()
+    orchestrator.run_pass(["short_term"], as_of=AS_OF)
+    assert fake_ollama.request_count() == before  # refused by the open breaker, no traffic
