@@ -17,11 +17,22 @@ from typing import Any, TypeVar
 
 import httpx
 
-from biomem.resilience.errors import LLMRequestError, LLMResponseError, LLMUnavailable
+from biomem.resilience.errors import (
+    DependencyError,
+    LLMRequestError,
+    LLMResponseError,
+    LLMUnavailable,
+)
 from biomem.resilience.policy import Policy
 from biomem.resilience.redact import redact_text
 
-__all__ = ["OllamaClient", "OllamaModels", "parse_retry_after", "translate_errors"]
+__all__ = [
+    "OllamaClient",
+    "OllamaModels",
+    "classify_httpx_error",
+    "parse_retry_after",
+    "translate_errors",
+]
 
 _NAME = "ollama"
 T = TypeVar("T")
@@ -44,17 +55,43 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
+# Most specific first; a test walks httpx's exception classes against this table.
+_HTTPX_ERRORS: tuple[tuple[type[Exception], type[DependencyError]], ...] = (
+    (httpx.UnsupportedProtocol, LLMRequestError),  # OLLAMA_URL's scheme: configuration
+    (httpx.LocalProtocolError, LLMRequestError),  # we built a bad request
+    (httpx.TimeoutException, LLMUnavailable),
+    (httpx.TransportError, LLMUnavailable),  # connect/read/write errors, dropped mid-answer
+    (httpx.DecodingError, LLMResponseError),  # a body we cannot decode
+    (httpx.TooManyRedirects, LLMResponseError),
+    (httpx.HTTPStatusError, LLMUnavailable),
+    (httpx.InvalidURL, LLMRequestError),
+    (httpx.CookieConflict, LLMResponseError),
+    (httpx.StreamError, LLMResponseError),
+    (httpx.HTTPError, LLMUnavailable),
+)
+
+
+def classify_httpx_error(exc: BaseException) -> type[DependencyError] | None:
+    """Return the biomem error class for an httpx exception, or None if not httpx's."""
+    for foreign, ours in _HTTPX_ERRORS:
+        if isinstance(exc, foreign):
+            return ours
+    return None
+
+
 @asynccontextmanager
 async def translate_errors() -> AsyncIterator[None]:
     """Map httpx exceptions to biomem's at the boundary, ``raise ... from``."""
     try:
         yield
-    except httpx.TimeoutException as exc:
-        raise LLMUnavailable(_NAME, f"timed out ({type(exc).__name__})") from exc
-    except httpx.TransportError as exc:
-        # ConnectError, ReadError, RemoteProtocolError (dropped mid-response), ...
-        detail = redact_text(str(exc)) or type(exc).__name__
-        raise LLMUnavailable(_NAME, f"{type(exc).__name__}: {detail}") from exc
+    except (httpx.HTTPError, httpx.InvalidURL, httpx.CookieConflict, httpx.StreamError) as exc:
+        cls = classify_httpx_error(exc) or LLMUnavailable
+        kind = "timed out" if isinstance(exc, httpx.TimeoutException) else type(exc).__name__
+        detail = redact_text(str(exc)) or kind
+        message = f"{kind}: {detail}" if detail != kind else kind
+        if cls is LLMRequestError:
+            raise LLMRequestError(_NAME, message, status=0) from exc
+        raise cls(_NAME, message) from exc
 
 
 @dataclass(frozen=True, slots=True)
