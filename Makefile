@@ -9,7 +9,7 @@ STAMP := $(VENV)/.biomem-installed
 SAMPLES := samples/memories.jsonl
 PYTEST_ARGS ?=
 
-.PHONY: run test lint unit integration install samples clean
+.PHONY: run test lint unit integration install samples clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,12 +31,17 @@ test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests scripts
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests scripts bench
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy src
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+## bench: the resilience benchmarks against their peers (prints the tables; see bench/RESULTS.md)
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python bench/resilience_overhead.py
 
 samples: $(STAMP)
 	$(BIN)/python scripts/generate_samples.py --output $(SAMPLES)

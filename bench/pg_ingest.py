@@ -74,7 +74,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
         "--url",
-        default=os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
+        default=os.environ.get(
+            "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+        ),
     )
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     args = parser.parse_args()
@@ -82,8 +84,10 @@ def main() -> None:
     with psycopg.connect(args.url, autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
     url = urlunsplit(urlsplit(args.url)._replace(path=f"/{dbname}"))
-    print("| rows | biomem ingest s | rows/s | biomem peak RSS MiB | naive fetchall peak RSS MiB"
-          " | RSS ratio naive/biomem |")
+    print(
+        "| rows | biomem ingest s | rows/s | biomem peak RSS MiB | naive fetchall peak RSS MiB"
+        " | RSS ratio naive/biomem |"
+    )
     print("|---:|---:|---:|---:|---:|---:|")
     try:
         for rows in args.sizes:
@@ -99,7 +103,9 @@ def main() -> None:
                     [sys.executable, "-m", "biomem", "ingest", "--postgres", "--json"], env
                 )
                 assert f'"ingested": {rows}' in out, out
-            _, naive_rss, naive_out = run_child([sys.executable, "-c", NAIVE, url], dict(os.environ))
+            _, naive_rss, naive_out = run_child(
+                [sys.executable, "-c", NAIVE, url], dict(os.environ)
+            )
             assert naive_out == str(rows)
             print(
                 f"| {rows:,} | {seconds:.1f} | {rows / seconds:,.0f} | {rss:.0f} | {naive_rss:.0f}"
