@@ -205,3 +205,32 @@ def test_unknown_stage_is_a_usage_error() -> None:
     result = run_cli("run", "--once", "--stage", "nonsense")
     assert result.returncode == 2
     assert "unknown stage" in result.stderr and "short_term" in result.stderr
+
+
+def test_dlq_commands_show_and_keep_work_postgres_could_not_take(tmp_path: Path) -> None:
+    """With PostgreSQL unreachable, `run --once` leaves dead letters that `biomem dlq` lists,
+    shows without secrets, refuses to purge while pending, and cannot replay yet."""
+    config = tmp_path / "fast.toml"
+    config.write_text("[resilience.postgresql]\nmax_attempts = 1\n")
+    env = {
+        "POSTGRES_DB_URL": "postgresql://app:Pg-Secret-9@127.0.0.1:1/memories",
+        "OLLAMA_URL": "http://127.0.0.1:1",
+        "BIOMEM_CONFIG_FILE": str(config),
+    }
+    result = run_cli("run", "--once", env=env, timeout=180)
+    assert result.returncode == 1  # ingest failed
+    listed = run_cli("dlq", "list", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    letters = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert {letter["operation"] for letter in letters} == {"ingest_postgres", "writeback"}
+    assert all(letter["status"] == "pending" for letter in letters)
+    shown = run_cli("dlq", "show", letters[0]["id"], env=env)
+    assert shown.returncode == 0 and letters[0]["id"] in shown.stdout
+    everything = result.stdout + result.stderr + listed.stdout + shown.stdout
+    assert "Pg-Secret-9" not in everything
+    refused = run_cli("dlq", "purge", "--status", "pending", env=env)
+    assert refused.returncode == 2
+    dry = run_cli("dlq", "replay", "--all", "--dry-run", env=env)
+    assert dry.returncode == 0 and "would replay 2" in dry.stdout
+    replayed = run_cli("dlq", "replay", "--all", env=env, timeout=120)
+    assert replayed.returncode == 1 and "failed 2" in replayed.stdout

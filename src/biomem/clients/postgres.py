@@ -93,7 +93,7 @@ class PostgresClient:
         name: str = "postgresql",
         max_size: int = 4,
         connect_timeout_s: float = 5.0,
-        acquire_timeout_s: float = 10.0,
+        acquire_timeout_s: float = 3.0,
         statement_timeout_s: float = 60.0,
         policy: Policy | None = None,
     ) -> None:
