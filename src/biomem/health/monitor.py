@@ -1,0 +1,190 @@
+"""The monitor: runs every check concurrently, each under its own timeout, and keeps a snapshot.
+
+Endpoints answer from the snapshot, so a hanging dependency never slows them:
+its check times out and reports UNHEALTHY ("check timed out") while the
+others report on time. With continuous monitoring a background thread runs
+the checks every interval (with jitter) on an event loop of its own; history
+is bounded per component; status changes are published to listeners.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Protocol
+
+from biomem.health.model import (
+    Check,
+    ComponentHealth,
+    HealthSnapshot,
+    Status,
+    StatusTransition,
+    aggregate,
+)
+
+__all__ = ["HealthMonitor", "TransitionListener"]
+
+logger = logging.getLogger(__name__)
+
+
+class TransitionListener(Protocol):
+    def __call__(self, transition: StatusTransition) -> None: ...
+
+
+class HealthMonitor:
+    """Runs the checks and keeps the latest snapshot and a bounded history.
+
+    Args:
+        checks: the checks, run concurrently.
+        interval_s: seconds between runs of the background loop.
+        history_size: results kept per component.
+        wall_clock: times people read (checked_at, transitions).
+    """
+
+    def __init__(
+        self,
+        checks: Sequence[Check],
+        *,
+        interval_s: float = 15.0,
+        history_size: int = 240,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        listeners: Iterable[TransitionListener] = (),
+    ) -> None:
+        self.checks = list(checks)
+        self.interval_s = interval_s
+        self._wall_clock = wall_clock
+        self._listeners = list(listeners)
+        self._lock = threading.Lock()
+        now = wall_clock()
+        self._snapshot = HealthSnapshot(
+            status=Status.UNKNOWN,
+            components={
+                c.name: ComponentHealth(
+                    name=c.name,
+                    component_type=c.component_type,
+                    status=Status.UNKNOWN,
+                    required=c.required,
+                    checked_at=now,
+                    duration_ms=0.0,
+                    output="not checked yet",
+                )
+                for c in self.checks
+            },
+            taken_at=now,
+        )
+        self._history: dict[str, deque[tuple[datetime, Status]]] = {
+            name: deque(maxlen=history_size) for name in [*self._snapshot.components, "overall"]
+        }
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add_listener(self, listener: TransitionListener) -> None:
+        self._listeners.append(listener)
+
+    def snapshot(self) -> HealthSnapshot:
+        """The latest results; never blocks on a dependency."""
+        with self._lock:
+            return self._snapshot
+
+    def history(self, component: str) -> list[tuple[datetime, Status]]:
+        """(time, status) of the component's recent results, oldest first."""
+        with self._lock:
+            return list(self._history.get(component, ()))
+
+    async def _run_check(self, check: Check) -> ComponentHealth:
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(check.timeout_s):
+                return await check.run()
+        except TimeoutError:
+            output = f"check timed out after {check.timeout_s:g} s"
+            status = Status.UNHEALTHY
+        except Exception as exc:  # a check's bug must not hide the other components
+            logger.exception("health check %s failed", check.name)
+            output = f"check failed: {type(exc).__name__}"
+            status = Status.UNKNOWN
+        return ComponentHealth(
+            name=check.name,
+            component_type=check.component_type,
+            status=status,
+            required=check.required,
+            checked_at=self._wall_clock(),
+            duration_ms=(time.perf_counter() - started) * 1000,
+            output=output,
+        )
+
+    async def run_once(self, names: Iterable[str] | None = None) -> HealthSnapshot:
+        """Run the (named) checks concurrently and update the snapshot."""
+        wanted = set(names) if names is not None else None
+        chosen = [c for c in self.checks if wanted is None or c.name in wanted]
+        results = await asyncio.gather(*(self._run_check(c) for c in chosen))
+        return self._update(results)
+
+    def _update(self, results: Sequence[ComponentHealth]) -> HealthSnapshot:
+        now = self._wall_clock()
+        transitions: list[StatusTransition] = []
+        with self._lock:
+            previous = self._snapshot
+            components = dict(previous.components)
+            for result in results:
+                old = components.get(result.name)
+                components[result.name] = result
+                self._history.setdefault(result.name, deque(maxlen=240)).append(
+                    (result.checked_at, result.status)
+                )
+                if old is not None and old.status is not result.status:
+                    transitions.append(
+                        StatusTransition(
+                            component=result.name,
+                            previous=old.status,
+                            current=result.status,
+                            at=now,
+                            output=result.output,
+                        )
+                    )
+            overall = aggregate(components.values())
+            if overall is not previous.status:
+                transitions.append(
+                    StatusTransition(
+                        component="overall", previous=previous.status, current=overall, at=now
+                    )
+                )
+            self._history["overall"].append((now, overall))
+            self._snapshot = HealthSnapshot(status=overall, components=components, taken_at=now)
+            snapshot = self._snapshot
+        for transition in transitions:
+            for listener in self._listeners:
+                try:
+                    listener(transition)
+                except Exception:  # a subscriber must not break monitoring
+                    logger.exception("health transition listener failed")
+        return snapshot
+
+    def start(self) -> None:
+        """Run the checks now and then every interval, in a background thread."""
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._loop, name="health-monitor", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        rng = random.Random()  # noqa: S311 - jitter, not cryptography
+        while not self._stop.is_set():
+            try:
+                asyncio.run(self.run_once())
+            except Exception:  # the loop never dies: log and go on
+                logger.exception("health monitor pass failed")
+            # Jitter: monitors started together do not probe together.
+            self._stop.wait(self.interval_s * rng.uniform(0.9, 1.1))
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
