@@ -1,26 +1,27 @@
 """The one logging pipeline: structlog, JSON lines by default.
 
 Processor order: context → level/time → exception formatting → *hooks* →
-redaction → renderer. Hooks (:func:`add_processor`) let later subsystems
-insert processors before rendering; redaction always runs last before the
-renderer so nothing a hook adds can leak a secret. Standard-library loggers
-(uvicorn, apscheduler, psycopg) are routed through the same pipeline.
+redaction → line sanitising → renderer. Hooks (:func:`add_processor`) let later
+subsystems insert processors before rendering; redaction always runs after them
+so nothing a hook adds can leak a secret, and sanitising (which only escapes
+control characters and ANSI sequences) then makes every event one line in every
+format. Standard-library loggers (uvicorn, apscheduler, psycopg) are routed
+through the same pipeline.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import MutableMapping
-from typing import Any, TextIO
+from typing import TextIO
 
 import structlog
 from structlog.typing import Processor
 
 from biomem.config import LogFormat, LogLevel
-from biomem.resilience.redact import RedactSecrets
+from biomem.resilience.redact import RedactSecrets, SanitizeLines
 
-__all__ = ["add_processor", "configure_logging", "get_logger", "neutralise_control_chars"]
+__all__ = ["add_processor", "configure_logging", "get_logger"]
 
 _hooks: list[Processor] = []
 
@@ -32,20 +33,6 @@ def add_processor(processor: Processor) -> None:
     """
     if processor not in _hooks:
         _hooks.append(processor)
-
-
-def neutralise_control_chars(
-    logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
-) -> MutableMapping[str, Any]:
-    """Escape CR, LF and other control characters in string values.
-
-    A memory's content or a remote error message could otherwise forge a log
-    line in the console renderer (JSON escapes them already).
-    """
-    for key, value in event_dict.items():
-        if isinstance(value, str) and any(ord(c) < 32 and c != "\t" for c in value):
-            event_dict[key] = value.encode("unicode_escape").decode("ascii")
-    return event_dict
 
 
 def configure_logging(
@@ -78,9 +65,10 @@ def configure_logging(
         structlog.processors.format_exc_info,
         *_hooks,
         RedactSecrets(),
+        # Sanitise after redaction: truncating first could cut a card number or key
+        # short of its pattern and let the rest through.
+        SanitizeLines(),
     ]
-    if use_console:
-        tail.append(neutralise_control_chars)
     numeric = logging.getLevelName(level.value.upper())
     structlog.configure(
         processors=[
