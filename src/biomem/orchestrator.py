@@ -17,11 +17,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from biomem.app import App
 from biomem.config import Settings, parse_schedule
+from biomem.config.filecfg import cron_trigger
 from biomem.ingest import IngestCounts, PostgresSource, ingest_postgres
 from biomem.logging import get_logger
 from biomem.pipeline.base import Progress, StageResult
@@ -57,7 +57,7 @@ def _trigger(expression: str) -> Any:
     if kind == "interval":
         # Jitter: many instances (or stages) started together do not fire together.
         return IntervalTrigger(seconds=float(value), jitter=min(5.0, float(value) / 10))
-    return CronTrigger.from_crontab(str(value), timezone="UTC")
+    return cron_trigger(str(value))
 
 
 class Orchestrator:

@@ -193,3 +193,22 @@ def test_documented_example_file_is_valid(monkeypatch: pytest.MonkeyPatch) -> No
     assert with_file.model_dump(exclude={"config_file"}) == defaults.model_dump(
         exclude={"config_file"}
     )
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected_weekday"),
+    [
+        pytest.param("0 4 * * 0", 6, id="0-is-sunday"),
+        pytest.param("0 4 * * 7", 6, id="7-is-sunday"),
+        pytest.param("0 4 * * 1", 0, id="1-is-monday"),
+        pytest.param("0 4 * * sat", 5, id="names"),
+    ],
+)
+def test_cron_day_of_week_reads_as_standard_cron(expression: str, expected_weekday: int) -> None:
+    """Schedules use cron's day numbering (0 and 7 are Sunday), not APScheduler's."""
+    from datetime import UTC, datetime
+
+    from biomem.config.filecfg import cron_trigger
+
+    fire = cron_trigger(expression).get_next_fire_time(None, datetime(2026, 11, 23, tzinfo=UTC))
+    assert fire.weekday() == expected_weekday

@@ -178,14 +178,17 @@ class PostgresClient:
         with guard, self._acquire() as conn:
             yield conn
 
-    def run(self, fn: Callable[[psycopg.Connection[Any]], T], *, operation: str) -> T:
+    def run(
+        self, fn: Callable[[psycopg.Connection[Any]], T], *, operation: str, retry: bool = True
+    ) -> T:
         """Run ``fn`` in one transaction through the policy: retried when transient.
 
         ``fn`` must be safe to run again (a failed transaction was rolled back).
+        ``retry=False`` for probes, which must answer within their own timeout.
         """
         if self._policy is None:
             return self._run_once(fn)
-        return self._policy.call(lambda: self._run_once(fn), operation=operation)
+        return self._policy.call(lambda: self._run_once(fn), operation=operation, retry=retry)
 
     def _run_once(self, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
         # The policy applies the breaker around this call: not again in here.

@@ -7,7 +7,7 @@ being ignored. Field descriptions say what each key accepts.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
@@ -28,6 +28,7 @@ __all__ = [
     "ShortTermSettings",
     "ThresholdSettings",
     "WorkingMemorySettings",
+    "cron_trigger",
     "parse_schedule",
 ]
 
@@ -38,6 +39,51 @@ class _Section(BaseModel):
 
 _INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
 _UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # APScheduler's order
+
+
+def _cron_days(field: str) -> str:
+    """Standard cron day-of-week (0 or 7 = Sunday) as APScheduler day names.
+
+    APScheduler 3 reads a numeric day of week with 0 = Monday; people write
+    cron with 0 = Sunday. Numbers, ranges, lists and steps are expanded to
+    names so both mean the same day.
+    """
+    if field == "*" or not any(ch.isdigit() for ch in field):
+        return field
+    days: set[int] = set()  # cron numbering, 0..6 with Sunday = 0
+    for item in field.split(","):
+        body, _, step_text = item.partition("/")
+        step = int(step_text) if step_text else 1
+        if body == "*":
+            low, high = 0, 6
+        elif "-" in body:
+            first, last = body.split("-", 1)
+            low, high = int(first), int(last)
+        else:
+            low = high = int(body)
+        if not (0 <= low <= 7 and 0 <= high <= 7 and low <= high and step >= 1):
+            raise ValueError(f"day of week {item!r} out of range")
+        days.update(day % 7 for day in range(low, high + 1, step))
+    # cron day d (0 = Sunday) is APScheduler's (d - 1) mod 7.
+    return ",".join(_DAYS[(day - 1) % 7] for day in sorted(days, key=lambda d: (d - 1) % 7))
+
+
+def cron_trigger(expression: str) -> Any:
+    """An APScheduler CronTrigger (UTC) reading ``expression`` as standard cron does."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    minute, hour, day, month, day_of_week = expression.split()
+    return CronTrigger(
+        minute=minute,
+        hour=hour,
+        day=day,
+        month=month,
+        day_of_week=_cron_days(day_of_week),
+        timezone="UTC",
+    )
 
 
 def parse_schedule(value: str) -> tuple[Literal["interval"], float] | tuple[Literal["cron"], str]:
@@ -51,10 +97,8 @@ def parse_schedule(value: str) -> tuple[Literal["interval"], float] | tuple[Lite
     fields = value.split()
     if len(fields) != 5:
         raise ValueError("neither an interval nor a five-field cron expression")
-    from apscheduler.triggers.cron import CronTrigger
-
     try:
-        CronTrigger.from_crontab(value, timezone="UTC")
+        cron_trigger(value)
     except ValueError as exc:
         raise ValueError(f"bad cron expression ({exc})") from exc
     return ("cron", value)

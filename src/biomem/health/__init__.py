@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from biomem.health.checks import build_checks
 from biomem.health.model import (
     Check,
     ComponentHealth,
@@ -20,4 +21,5 @@ __all__ = [
     "Status",
     "StatusTransition",
     "aggregate",
+    "build_checks",
 ]
