@@ -35,6 +35,7 @@ from biomem.cli_common import (
     opened,
 )
 from biomem.cli_dlq import dlq_app
+from biomem.cli_health import health
 from biomem.config import Settings, effective_config
 from biomem.ingest import IngestCounts, PostgresSource, ingest_jsonl
 from biomem.logging import get_logger
@@ -54,6 +55,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(dlq_app)
+app.command("health")(health)
 log = get_logger("biomem.cli")
 
 

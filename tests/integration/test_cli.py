@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from tests.conftest import SAMPLES, cli_env, run_cli
+from tests.fakes.ollama import FakeOllama
 
 pytestmark = pytest.mark.integration
 
@@ -234,3 +235,19 @@ def test_dlq_commands_show_and_keep_work_postgres_could_not_take(tmp_path: Path)
     assert dry.returncode == 0 and "would replay 2" in dry.stdout
     replayed = run_cli("dlq", "replay", "--all", env=env, timeout=120)
     assert replayed.returncode == 1 and "failed 2" in replayed.stdout
+
+
+def test_health_command_exit_codes(fake_ollama: FakeOllama) -> None:
+    """`biomem health` exits 0 pass, 1 warn, 2 fail: no Ollama makes the whole warn and
+    the ollama service fail; with Ollama up the ollama service passes."""
+    down = {"OLLAMA_URL": "http://127.0.0.1:1"}
+    whole = run_cli("health", "--json", env=down)
+    assert whole.returncode == 1, whole.stderr
+    body = json.loads(whole.stdout)
+    assert body["status"] == "warn"
+    assert body["components"]["ollama"]["state"] == "unhealthy"
+    assert body["components"]["postgresql"]["state"] == "unknown"
+    assert run_cli("health", "ollama", env=down).returncode == 2
+    up = run_cli("health", "ollama", "--json", env={"OLLAMA_URL": fake_ollama.url})
+    assert up.returncode == 0, up.stdout
+    assert run_cli("health", "nonsense").returncode == 2

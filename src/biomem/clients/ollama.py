@@ -139,10 +139,12 @@ class OllamaClient:
         self.embedding_model = embedding_model
         self._timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, 5.0))
 
-    async def _guarded(self, operation: str, fn: Callable[[], Awaitable[T]]) -> T:
+    async def _guarded(
+        self, operation: str, fn: Callable[[], Awaitable[T]], *, retry: bool = True
+    ) -> T:
         if self._policy is None:
             return await fn()
-        return await self._policy.acall(fn, operation=operation)
+        return await self._policy.acall(fn, operation=operation, retry=retry)
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         async def once() -> dict[str, Any]:
@@ -176,15 +178,15 @@ class OllamaClient:
             )
         return data
 
-    async def models(self) -> OllamaModels:
-        """GET /api/tags: the installed models."""
+    async def models(self, *, retry: bool = True) -> OllamaModels:
+        """GET /api/tags: the installed models (``retry=False`` for health probes)."""
 
         async def once() -> dict[str, Any]:
             async with translate_errors():
                 response = await self._http.get(self._base + "/api/tags", timeout=self._timeout)
             return self._read(response, "/api/tags")
 
-        data = await self._guarded("/api/tags", once)
+        data = await self._guarded("/api/tags", once, retry=retry)
         entries = data.get("models")
         if not isinstance(entries, list):
             raise LLMResponseError(_NAME, "/api/tags answered without a models list")

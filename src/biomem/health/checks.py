@@ -346,7 +346,7 @@ class OllamaCheck(BaseCheck):
     async def _probe(self) -> OllamaModels:
         # A transport of our own, in this event loop: an AsyncClient cannot outlive its loop.
         async with httpx.AsyncClient() as http:
-            return await self.app.ollama_factory()(http).models()
+            return await self.app.ollama_factory()(http).models(retry=False)
 
     async def run(self) -> ComponentHealth:
         started = time.perf_counter()

@@ -125,11 +125,15 @@ def aggregate(components: Iterable[ComponentHealth]) -> Status:
     """The overall status: the worst component status, weighted by criticality.
 
     An optional component counts at most as DEGRADED (its fallback carries
-    the work); a required one counts fully. No components: UNKNOWN.
+    the work); a required one counts fully. UNKNOWN components (not
+    configured, not checked yet) do not count, so an embedded-only machine
+    can pass; only when nothing is known is the whole UNKNOWN.
     """
     worst: Status | None = None
     for item in components:
         status = item.status
+        if status is Status.UNKNOWN:
+            continue
         if not item.required and status.rank > Status.DEGRADED.rank:
             status = Status.DEGRADED
         if worst is None or status.rank > worst.rank:
