@@ -46,6 +46,8 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in BIOMEM_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("DUCKDB_PATH", str(tmp_path / "store" / "biomem.duckdb"))
+    # Daemons started by tests do not bind port 8080; tests that want HTTP pick a free port.
+    monkeypatch.setenv("HEALTH_HTTP_ENDPOINTS", "false")
 
 
 @pytest.fixture

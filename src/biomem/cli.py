@@ -8,6 +8,7 @@ and exit code 1; results go to standard output, logs to standard error.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import sys
@@ -37,6 +38,9 @@ from biomem.cli_common import (
 from biomem.cli_dlq import dlq_app
 from biomem.cli_health import health
 from biomem.config import Settings, effective_config
+from biomem.health.checks import build_checks
+from biomem.health.monitor import HealthMonitor
+from biomem.health.server import build_health_server, check_token_policy
 from biomem.ingest import IngestCounts, PostgresSource, ingest_jsonl
 from biomem.logging import get_logger
 from biomem.orchestrator import Orchestrator, run_postgres_ingest
@@ -214,6 +218,9 @@ def run(
         resolve_stages(names)
     except ValueError as exc:
         raise fail(str(exc), EXIT_CONFIG) from None
+    if settings.health.http_endpoints and not once:
+        # Before anything else: refuse to serve details beyond loopback without a token.
+        check_token_policy(settings)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -266,6 +273,7 @@ def _run_daemon(
 ) -> None:
     summary = _store_summary(application.store)
     client = application.postgres
+    settings = application.settings
     typer.echo(
         f"biomem {__version__}: store {summary['store']}: {summary['memories']} memories, "
         f"{summary['quarantined']} quarantined records"
@@ -274,11 +282,29 @@ def _run_daemon(
         "PostgreSQL source: "
         + ("configured" if client is not None else "not configured (embedded only)")
     )
+    monitor = HealthMonitor(
+        build_checks(application), interval_s=settings.health.check_interval_seconds
+    )
+    server = None
+    if settings.health.http_endpoints:
+        server = build_health_server(application, monitor, shutting_down=stop.is_set)
+        server.start()
+        typer.echo(f"health endpoints: {server.url}/health, {server.url}/metrics")
+    if settings.health.continuous_monitoring:
+        monitor.start()
+    else:
+        # Without the background monitor the snapshot is taken once, at start.
+        asyncio.run(monitor.run_once())
     typer.echo("running; press Ctrl-C to stop")
-    orchestrator.start(on_pass=lambda outcomes: _print_summary(outcomes, console))
-    # wait() with a timeout keeps the main thread responsive to signals.
-    while not stop.wait(1.0):
-        pass
+    try:
+        orchestrator.start(on_pass=lambda outcomes: _print_summary(outcomes, console))
+        # wait() with a timeout keeps the main thread responsive to signals.
+        while not stop.wait(1.0):
+            pass
+    finally:
+        monitor.stop()
+        if server is not None:
+            server.stop()
 
 
 @app.command()

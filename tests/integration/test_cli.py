@@ -251,3 +251,64 @@ def test_health_command_exit_codes(fake_ollama: FakeOllama) -> None:
     up = run_cli("health", "ollama", "--json", env={"OLLAMA_URL": fake_ollama.url})
     assert up.returncode == 0, up.stdout
     assert run_cli("health", "nonsense").returncode == 2
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_daemon_serves_health_that_tells_the_truth_without_ollama() -> None:
+    """`biomem run` serves /health: without Ollama it is warn (HTTP 200), ollama unhealthy,
+    fallback in use; /livez, /readyz and /metrics answer; SIGTERM still exits 0."""
+    import httpx
+
+    port = free_port()
+    env = {
+        "HEALTH_HTTP_ENDPOINTS": "true",
+        "HEALTH_HTTP_PORT": str(port),
+        "HEALTH_CHECK_INTERVAL_SECONDS": "1",
+        "OLLAMA_URL": "http://127.0.0.1:1",
+    }
+    assert run_cli("ingest", str(SAMPLES), env=env).returncode == 0
+    proc = start_daemon(env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        body: dict[str, object] = {}
+        while time.monotonic() < deadline:
+            response = httpx.get(base + "/health", timeout=5)
+            body = response.json()
+            if "ollama:responseTime" in json.dumps(body) or "ollama:status" in json.dumps(body):
+                break
+            time.sleep(0.2)
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("application/health+json")
+        assert body["status"] == "warn"
+        ollama = httpx.get(base + "/health/ollama", timeout=5).json()
+        assert ollama["status"] == "unhealthy" and "fallback" in (ollama["output"] or "")
+        assert httpx.get(base + "/livez", timeout=5).status_code == 200
+        assert httpx.get(base + "/readyz", timeout=5).status_code == 200
+        metrics = httpx.get(base + "/metrics", timeout=5).text
+        assert "biomem_health_status" in metrics and "biomem_breaker_state" in metrics
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=15)
+    assert proc.returncode == 0
+
+
+def test_daemon_beyond_loopback_refuses_to_start_without_token() -> None:
+    """Bound beyond loopback without HEALTH_API_TOKEN, `biomem run` stops with one line, exit 2."""
+    result = run_cli(
+        "run",
+        env={"HEALTH_HTTP_ENDPOINTS": "true", "HEALTH_HTTP_HOST": "0.0.0.0"},
+    )
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("biomem: configuration error: HEALTH_API_TOKEN")
+    )

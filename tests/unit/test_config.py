@@ -14,6 +14,7 @@ from biomem.resilience.errors import ConfigurationError
 def test_defaults_match_design(monkeypatch: pytest.MonkeyPatch) -> None:
     """With nothing set, the settings are DESIGN.md's defaults."""
     monkeypatch.delenv("DUCKDB_PATH")
+    monkeypatch.delenv("HEALTH_HTTP_ENDPOINTS")
     s = load_settings()
     assert s.store.path == Path("./data/biomem.duckdb")
     assert s.postgres.url is None and not s.postgres.configured

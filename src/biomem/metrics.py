@@ -1,0 +1,350 @@
+"""Prometheus metrics, computed at scrape time from the objects the process already has.
+
+Nothing here counts on the call path: :class:`BiomemCollector` reads the
+breakers, retry budgets, error log and health snapshot when Prometheus
+scrapes, and the runs and dead-letter tables with one bounded read each.
+A family whose source fails (the store is closed or busy) is left out of
+that scrape and logged; the others are still served.
+
+The breakers keep only their sliding window (plus a running count of
+refused calls), so their calls are exposed as window gauges
+(``biomem_breaker_window_calls``) and one counter
+(``biomem_breaker_not_permitted_calls_total``), never as counters that
+would go down when the window slides.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+from biomem.app import App
+from biomem.health.model import Status
+from biomem.health.monitor import HealthMonitor
+from biomem.resilience.breaker import BreakerState
+from biomem.resilience.deadletter import DeadLetterStatus
+
+__all__ = ["HEALTH_STATUS_VALUES", "BiomemCollector", "BoundedReader", "build_registry"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# biomem_health_status: a number per status that orders like the alerts read it.
+HEALTH_STATUS_VALUES: dict[Status, int] = {
+    Status.HEALTHY: 0,
+    Status.DEGRADED: 1,
+    Status.UNHEALTHY: 2,
+    Status.CRITICAL: 3,
+    Status.UNKNOWN: -1,
+}
+
+
+@dataclass(slots=True)
+class _Outcome(Generic[T]):
+    done: threading.Event = field(default_factory=threading.Event)
+    value: T | None = None
+    error: BaseException | None = None
+
+
+class BoundedReader:
+    """Runs a blocking read on a daemon thread and waits for it at most ``timeout_s``.
+
+    A store read can wait behind the store's lock (a long write transaction);
+    an HTTP request or a scrape must not wait with it. On timeout the caller
+    gets :class:`TimeoutError` and the thread finishes on its own; at most
+    ``max_pending`` reads are ever in flight, so a wedged store never piles
+    up threads (a read over the limit is refused at once). Daemon threads,
+    so a wedged read never holds up the process's exit.
+    """
+
+    def __init__(self, *, timeout_s: float = 2.0, max_pending: int = 2) -> None:
+        self.timeout_s = timeout_s
+        self._slots = threading.BoundedSemaphore(max_pending)
+
+    def call(self, fn: Callable[[], T], *, timeout_s: float | None = None) -> T:
+        """``fn()``'s result, or its exception, or TimeoutError after the timeout."""
+        wait_s = self.timeout_s if timeout_s is None else timeout_s
+        if not self._slots.acquire(blocking=False):
+            raise TimeoutError("earlier reads are still waiting for the store")
+        outcome: _Outcome[T] = _Outcome()
+
+        def work() -> None:
+            try:
+                outcome.value = fn()
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                outcome.error = exc
+            finally:
+                self._slots.release()
+                outcome.done.set()
+
+        threading.Thread(target=work, name="biomem-bounded-read", daemon=True).start()
+        if not outcome.done.wait(wait_s):
+            raise TimeoutError(f"no answer from the store within {wait_s:g} s")
+        if outcome.error is not None:
+            raise outcome.error
+        return outcome.value  # type: ignore[return-value]  # set when no error
+
+
+# Only rows not folded in yet: newer than the watermark, or still running at the
+# last scrape. Ids come from a sequence and each run row is inserted by one
+# autocommit statement under the store's lock, so ids become visible in order
+# and nothing appears below the watermark later.
+_RUNS_SQL = """
+SELECT stage, status, count(*),
+       sum(coalesce(TRY_CAST(counts->>'$.llm' AS BIGINT), 0)),
+       sum(coalesce(TRY_CAST(counts->>'$.fallback' AS BIGINT), 0)),
+       max(id),
+       max(id) FILTER (WHERE finished_at IS NOT NULL),
+       arg_max(epoch(finished_at) - epoch(started_at), id) FILTER (WHERE finished_at IS NOT NULL),
+       list(id) FILTER (WHERE status = 'running')
+FROM runs
+WHERE id > ? OR list_contains(?::BIGINT[], id)
+GROUP BY stage, status
+"""
+
+
+class _RunTotals:
+    """Counts of ended runs, folded in incrementally so a scrape reads only new rows."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.watermark = 0
+        self.running: list[int] = []
+        self.runs: dict[tuple[str, str], int] = {}
+        self.items: dict[tuple[str, str], int] = {}
+        self.last: dict[str, tuple[int, float]] = {}  # stage -> (run id, seconds)
+
+    def fold(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        running: list[int] = []
+        for stage, status, runs, llm, fallback, max_id, last_id, seconds, ids in rows:
+            self.watermark = max(self.watermark, int(max_id))
+            if status == "running":
+                running.extend(int(i) for i in ids or ())
+                continue
+            key = (str(stage), str(status))
+            self.runs[key] = self.runs.get(key, 0) + int(runs)
+            for source, count in (("llm", llm), ("fallback", fallback)):
+                item_key = (str(stage), source)
+                self.items[item_key] = self.items.get(item_key, 0) + int(count or 0)
+            if last_id is not None and seconds is not None:
+                previous = self.last.get(str(stage))
+                if previous is None or int(last_id) > previous[0]:
+                    self.last[str(stage)] = (int(last_id), float(seconds))
+        self.running = running
+
+
+class BiomemCollector:
+    """The biomem metric families, computed at each scrape.
+
+    Args:
+        app: breakers, budgets, error log, store and dead letters are read from it.
+        monitor: the health snapshot.
+        reader: bounds the store reads (a default one waits 2 s).
+        wall_clock: for the age of the oldest pending dead letter.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        monitor: HealthMonitor,
+        *,
+        reader: BoundedReader | None = None,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._app = app
+        self._monitor = monitor
+        self._reader = reader if reader is not None else BoundedReader()
+        self._wall_clock = wall_clock
+        self._runs = _RunTotals()
+        self._families: tuple[tuple[str, Callable[[], list[Metric]]], ...] = (
+            ("breakers", self._breakers),
+            ("retry_budgets", self._budgets),
+            ("dead_letters", self._dead_letters),
+            ("stages", self._stages),
+            ("health", self._health),
+            ("error_events", self._error_events),
+        )
+
+    def describe(self) -> list[Metric]:
+        """The families without samples: registering never touches the store."""
+        return [
+            GaugeMetricFamily("biomem_breaker_state", "", labels=["breaker", "state"]),
+            GaugeMetricFamily("biomem_breaker_window_calls", "", labels=["breaker", "outcome"]),
+            CounterMetricFamily("biomem_breaker_not_permitted_calls", "", labels=["breaker"]),
+            GaugeMetricFamily("biomem_breaker_failure_rate", "", labels=["breaker"]),
+            GaugeMetricFamily("biomem_breaker_slow_call_rate", "", labels=["breaker"]),
+            GaugeMetricFamily("biomem_retry_budget_available", "", labels=["dependency"]),
+            GaugeMetricFamily("biomem_dead_letters", "", labels=["status"]),
+            GaugeMetricFamily("biomem_dead_letter_oldest_pending_age_seconds", ""),
+            CounterMetricFamily("biomem_stage_runs", "", labels=["stage", "status"]),
+            GaugeMetricFamily("biomem_stage_last_run_duration_seconds", "", labels=["stage"]),
+            CounterMetricFamily("biomem_stage_items", "", labels=["stage", "source"]),
+            GaugeMetricFamily("biomem_health_status", "", labels=["component"]),
+            GaugeMetricFamily("biomem_health_up", "", labels=["component"]),
+            CounterMetricFamily("biomem_error_events", "", labels=["component", "kind"]),
+        ]
+
+    def collect(self) -> Iterator[Metric]:
+        for name, build in self._families:
+            try:
+                families = build()  # whole families or none: never half of one
+            except Exception:  # a failing source costs its families, not the scrape
+                logger.exception("metrics family %s skipped", name)
+                continue
+            yield from families
+
+    def _breakers(self) -> list[Metric]:
+        state = GaugeMetricFamily(
+            "biomem_breaker_state",
+            "1 for the breaker's current state, 0 for the others.",
+            labels=["breaker", "state"],
+        )
+        window = GaugeMetricFamily(
+            "biomem_breaker_window_calls",
+            "Calls in the breaker's sliding window (slow overlaps success and failure).",
+            labels=["breaker", "outcome"],
+        )
+        refused = CounterMetricFamily(
+            "biomem_breaker_not_permitted_calls",
+            "Calls the breaker refused since the process started.",
+            labels=["breaker"],
+        )
+        failure = GaugeMetricFamily(
+            "biomem_breaker_failure_rate",
+            "Failed / calls in the window; -1 below the minimum number of calls.",
+            labels=["breaker"],
+        )
+        slow = GaugeMetricFamily(
+            "biomem_breaker_slow_call_rate",
+            "Slow / calls in the window; -1 below the minimum number of calls.",
+            labels=["breaker"],
+        )
+        for breaker in self._app.guards.breakers.all():
+            m = breaker.metrics()
+            for member in BreakerState:
+                state.add_metric([breaker.name, member.value], 1.0 if m.state is member else 0.0)
+            window.add_metric([breaker.name, "success"], m.calls - m.failed_calls)
+            window.add_metric([breaker.name, "failure"], m.failed_calls)
+            window.add_metric([breaker.name, "slow"], m.slow_calls)
+            refused.add_metric([breaker.name], m.not_permitted_calls)
+            failure.add_metric([breaker.name], m.failure_rate)
+            slow.add_metric([breaker.name], m.slow_call_rate)
+        return [state, window, refused, failure, slow]
+
+    def _budgets(self) -> list[Metric]:
+        family = GaugeMetricFamily(
+            "biomem_retry_budget_available",
+            "Retries the dependency's retry budget allows right now.",
+            labels=["dependency"],
+        )
+        guards = self._app.guards
+        for policy in (guards.postgresql, guards.duckdb, guards.ollama):
+            family.add_metric([policy.name], policy.budget.available())
+        return [family]
+
+    def _dead_letters(self) -> list[Metric]:
+        dlq = self._app.dlq
+        counts, oldest = self._reader.call(lambda: (dlq.counts(), dlq.oldest_pending()))
+        letters = GaugeMetricFamily(
+            "biomem_dead_letters", "Dead letters by status.", labels=["status"]
+        )
+        for status in DeadLetterStatus:
+            letters.add_metric([status.value], counts.get(status, 0))
+        age = 0.0 if oldest is None else (self._wall_clock() - oldest).total_seconds()
+        oldest_age = GaugeMetricFamily(
+            "biomem_dead_letter_oldest_pending_age_seconds",
+            "Age of the oldest pending dead letter; 0 when none is pending.",
+            value=max(0.0, age),
+        )
+        return [letters, oldest_age]
+
+    def _stages(self) -> list[Metric]:
+        totals = self._runs
+        store = self._app.store
+        # One scrape folds at a time: two folding the same rows would count them twice.
+        if not totals.lock.acquire(timeout=self._reader.timeout_s):
+            raise TimeoutError("another scrape is still reading the runs table")
+        try:
+            params = [totals.watermark, totals.running]
+            rows = self._reader.call(lambda: store.execute(_RUNS_SQL, params))
+            totals.fold(rows)
+            runs = dict(totals.runs)
+            items = dict(totals.items)
+            last = dict(totals.last)
+        finally:
+            totals.lock.release()
+        runs_family = CounterMetricFamily(
+            "biomem_stage_runs",
+            "Runs of each stage that ended, by status.",
+            labels=["stage", "status"],
+        )
+        for (stage, status), count in sorted(runs.items()):
+            runs_family.add_metric([stage, status], count)
+        duration = GaugeMetricFamily(
+            "biomem_stage_last_run_duration_seconds",
+            "Duration of the stage's most recent finished run.",
+            labels=["stage"],
+        )
+        for stage, (_, seconds) in sorted(last.items()):
+            duration.add_metric([stage], seconds)
+        items_family = CounterMetricFamily(
+            "biomem_stage_items",
+            "Items the stage's ended runs processed, by the LLM or by the fallback.",
+            labels=["stage", "source"],
+        )
+        for (stage, source), count in sorted(items.items()):
+            items_family.add_metric([stage, source], count)
+        return [runs_family, duration, items_family]
+
+    def _health(self) -> list[Metric]:
+        snapshot = self._monitor.snapshot()
+        status = GaugeMetricFamily(
+            "biomem_health_status",
+            "0 healthy, 1 degraded, 2 unhealthy, 3 critical, -1 unknown.",
+            labels=["component"],
+        )
+        up = GaugeMetricFamily(
+            "biomem_health_up",
+            "1 while the component works (healthy or degraded), else 0.",
+            labels=["component"],
+        )
+        pairs = [*((c.name, c.status) for c in snapshot.components.values())]
+        pairs.append(("overall", snapshot.status))
+        for name, value in pairs:
+            status.add_metric([name], HEALTH_STATUS_VALUES[value])
+            up.add_metric([name], 1.0 if value in (Status.HEALTHY, Status.DEGRADED) else 0.0)
+        return [status, up]
+
+    def _error_events(self) -> list[Metric]:
+        family = CounterMetricFamily(
+            "biomem_error_events",
+            "Error events recorded at dependency boundaries, by component and kind.",
+            labels=["component", "kind"],
+        )
+        for (component, kind), count in sorted(self._app.guards.errors.counts().items()):
+            family.add_metric([component, kind.value], count)
+        return [family]
+
+
+def build_registry(
+    app: App, monitor: HealthMonitor, *, process_metrics: bool = True
+) -> CollectorRegistry:
+    """A registry of its own with the biomem collector (and the process/platform/GC ones)."""
+    registry = CollectorRegistry()
+    registry.register(BiomemCollector(app, monitor))
+    if process_metrics:
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
+    return registry
