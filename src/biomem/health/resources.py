@@ -130,9 +130,9 @@ class CpuWindow:
 
 
 def _grade(value: float, degraded: float, critical: float) -> Status:
-    if value >= critical:
+    if value > critical:
         return Status.CRITICAL
-    if value >= degraded:
+    if value > degraded:
         return Status.DEGRADED
     return Status.HEALTHY
 
