@@ -25,6 +25,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from biomem import __version__
+from biomem.alerting import AlertService
 from biomem.app import App
 from biomem.cli_common import (
     EXIT_CONFIG,
@@ -285,11 +286,19 @@ def _run_daemon(
     monitor = HealthMonitor(
         build_checks(application), interval_s=settings.health.check_interval_seconds
     )
+    alerting = AlertService(
+        application,
+        monitor,
+        external_url=f"http://{settings.health.host}:{settings.health.port}/health/alerts",
+    )
     server = None
     if settings.health.http_endpoints:
-        server = build_health_server(application, monitor, shutting_down=stop.is_set)
+        server = build_health_server(
+            application, monitor, alerts=alerting.snapshot, shutting_down=stop.is_set
+        )
         server.start()
         typer.echo(f"health endpoints: {server.url}/health, {server.url}/metrics")
+    alerting.start()
     if settings.health.continuous_monitoring:
         monitor.start()
     else:
@@ -303,6 +312,7 @@ def _run_daemon(
             pass
     finally:
         monitor.stop()
+        alerting.stop()
         if server is not None:
             server.stop()
 

@@ -15,7 +15,16 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["EnvSettings", "LogFormat", "LogLevel"]
+__all__ = ["EnvSettings", "LogFormat", "LogLevel", "duration_seconds"]
+
+
+def duration_seconds(text: str) -> float:
+    """Seconds in ``"90"``, ``"90s"``, ``"5m"``, ``"4h"`` or ``"1d"``; ValueError otherwise."""
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+    text = text.strip().lower()
+    if text and text[-1] in units:
+        return float(text[:-1]) * units[text[-1]]
+    return float(text)
 
 
 class LogFormat(StrEnum):
@@ -141,6 +150,21 @@ class EnvSettings(BaseSettings):
         min_length=16,
         description="a secret of at least 16 characters, or unset",
     )
+    alert_group_wait: str = Field(
+        default="10s",
+        alias="ALERT_GROUP_WAIT",
+        description='a duration such as "10s", "1m" (or seconds)',
+    )
+    alert_repeat_interval: str = Field(
+        default="4h",
+        alias="ALERT_REPEAT_INTERVAL",
+        description='a duration such as "30m", "4h", "1d" (or seconds)',
+    )
+    alert_resolve_settle: str = Field(
+        default="30s",
+        alias="ALERT_RESOLVE_SETTLE",
+        description='a duration such as "30s" (how long a resolution is held against flapping)',
+    )
     automated_recovery_enabled: bool = Field(
         default=True, alias="AUTOMATED_RECOVERY_ENABLED", description="true or false"
     )
@@ -167,6 +191,18 @@ class EnvSettings(BaseSettings):
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("alert_group_wait", "alert_repeat_interval", "alert_resolve_settle")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        text = value.strip()
+        try:
+            seconds = duration_seconds(text)
+        except ValueError:
+            raise ValueError("not a duration") from None
+        if seconds <= 0:
+            raise ValueError("not a positive duration")
+        return text
 
     @field_validator("postgres_db_url")
     @classmethod

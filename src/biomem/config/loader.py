@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from biomem.config.environment import EnvSettings
+from biomem.config.environment import EnvSettings, duration_seconds
 from biomem.config.filecfg import FileSettings
 from biomem.config.tree import (
     AlertSettings,
@@ -65,6 +65,9 @@ def load_settings() -> Settings:
         alerts=AlertSettings(
             webhook_url=env.health_alert_webhook_url,
             webhook_secret=env.alert_webhook_secret,
+            group_wait_seconds=duration_seconds(env.alert_group_wait),
+            repeat_interval_seconds=duration_seconds(env.alert_repeat_interval),
+            resolve_settle_seconds=duration_seconds(env.alert_resolve_settle),
         ),
         recovery=RecoverySettings(
             enabled=env.automated_recovery_enabled,

@@ -65,6 +65,9 @@ class HealthSettings(_Group):
 class AlertSettings(_Group):
     webhook_url: str | None
     webhook_secret: SecretStr | None
+    group_wait_seconds: float
+    repeat_interval_seconds: float
+    resolve_settle_seconds: float
 
 
 class RecoverySettings(_Group):

@@ -53,6 +53,19 @@ REFUSING_STATES = (BreakerState.OPEN, BreakerState.FORCED_OPEN)
 _FALLBACK_STAGES = ("short_term", "long_term")
 
 
+def _refusing(breaker: Any) -> bool:
+    """True while the breaker would refuse the probe.
+
+    Once an open breaker's wait is over, the probe goes through and becomes its
+    half-open trial: without it nothing might ever call again, and a recovered
+    dependency would stay reported down.
+    """
+    state = breaker.state
+    if state is BreakerState.FORCED_OPEN:
+        return True
+    return bool(state is BreakerState.OPEN and breaker.retry_after() > 0)
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -140,7 +153,7 @@ class PostgresCheck(BaseCheck):
             )
         breaker = self.app.guards.postgresql.breaker
         details: dict[str, Any] = {"pool": client.get_stats(), "breaker": _breaker_details(breaker)}
-        if breaker.state in REFUSING_STATES:
+        if _refusing(breaker):
             return self._result(
                 Status.UNHEALTHY,
                 started,
@@ -361,7 +374,7 @@ class OllamaCheck(BaseCheck):
         # A TaskGroup: if the monitor's timeout cancels this run, the query goes too.
         async with asyncio.TaskGroup() as group:
             share = group.create_task(self._share(self._wall_clock()))
-            if breaker.state in REFUSING_STATES:
+            if _refusing(breaker):
                 status = Status.UNHEALTHY
                 output: str | None = (
                     f"ollama breaker {breaker.state.value} (next trial in "

@@ -331,9 +331,13 @@ class DeadLetterQueue:
         self.base_delay_s = base_delay_s
         self.max_delay_s = max_delay_s
         self._rng = rng if rng is not None else random.Random()  # noqa: S311 - jitter, not secrets
-        self._listeners = tuple(listeners)
+        self._listeners = list(listeners)
 
     # -- reading ---------------------------------------------------------------
+
+    def add_listener(self, listener: DeadLetterListener) -> None:
+        """Subscribe to recovered / failed / dead events (the alert manager does)."""
+        self._listeners.append(listener)
 
     def get(self, letter_id: str) -> DeadLetter | None:
         return self.store.get(letter_id)
