@@ -453,3 +453,19 @@ def test_stage_lateness(schedule: str, reference: str, now: str, late: bool) -> 
     at = datetime.fromisoformat(reference).replace(tzinfo=UTC)
     clock = datetime.fromisoformat(now).replace(tzinfo=UTC)
     assert stage_lateness(schedule, at, clock)[0] is late
+
+
+async def test_saturated_cpu_degrades_but_never_fails(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, apps: list[App]
+) -> None:
+    """CPU over its critical threshold degrades system_resources; it never fails /health."""
+    config = tmp_path / "cpu.toml"
+    config.write_text("[thresholds]\ncpu_degraded_percent = 0.001\ncpu_critical_percent = 0.002\n")
+    monkeypatch.setenv("BIOMEM_CONFIG_FILE", str(config))
+    app = open_app(load_settings())
+    apps.append(app)
+    check = next(c for c in build_checks(app) if c.name == "system_resources")
+    result = await check.run()
+    cpu = next(m for m in result.measurements if m.name == "cpuUtilization")
+    assert cpu.status is Status.DEGRADED and "busy, not failing" in (cpu.output or "")
+    assert result.status is not Status.CRITICAL

@@ -36,18 +36,21 @@ from biomem.pipeline.llm import LLMSession, unless_stopped
 
 __all__ = ["ShortTermStage"]
 
-_TODO = """
-SELECT m.uid, m.revision, m.content, m.created_at, m.metadata::VARCHAR
+# The to-do list is taken once per run, numbered; batches then read it by
+# number. Joining all memories with all enrichments for every batch made a
+# run quadratic in the store's size.
+_SNAPSHOT = """
+CREATE OR REPLACE TEMP TABLE short_term_todo AS
+SELECT row_number() OVER (ORDER BY m.created_at, m.uid) AS n,
+       m.uid, m.revision, m.content, m.created_at, m.metadata::VARCHAR AS metadata
 FROM memories m LEFT JOIN enrichments e USING (uid)
-WHERE (e.uid IS NULL OR e.revision < m.revision OR (e.source = 'fallback' AND $redo))
-  AND (m.created_at > $after_at OR (m.created_at = $after_at AND m.uid > $after_uid))
-ORDER BY m.created_at, m.uid
-LIMIT $limit
+WHERE e.uid IS NULL OR e.revision < m.revision OR (e.source = 'fallback' AND $redo)
+ORDER BY n
 """
 
-_COUNT = """
-SELECT count(*) FROM memories m LEFT JOIN enrichments e USING (uid)
-WHERE e.uid IS NULL OR e.revision < m.revision OR (e.source = 'fallback' AND $redo)
+_TODO = """
+SELECT uid, revision, content, created_at, metadata FROM short_term_todo
+WHERE n > $after ORDER BY n LIMIT $limit
 """
 
 _UPSERT = """
@@ -70,10 +73,12 @@ FROM (SELECT unnest($uid::VARCHAR[]) AS uid, unnest($importance::DOUBLE[]) AS im
 ON CONFLICT (uid) DO UPDATE SET importance = excluded.importance
 """
 
+# Once per run, not per batch: a memory whose current revision is enriched
+# no longer waits for recomputation (a killed run leaves it for the next).
 _CLEAN = """
 UPDATE memories SET needs_recompute = false
-FROM (SELECT unnest($uid::VARCHAR[]) AS uid, unnest($revision::INTEGER[]) AS revision) AS done
-WHERE memories.uid = done.uid AND memories.revision = done.revision
+FROM enrichments e
+WHERE memories.uid = e.uid AND memories.revision = e.revision AND memories.needs_recompute
 """
 
 _EPISODES = """
@@ -152,7 +157,10 @@ class ShortTermStage:
 
     def run(self, ctx: StageContext) -> StageResult:
         result = StageResult()
-        asyncio.run(self._enrich(ctx, result))
+        try:
+            asyncio.run(self._enrich(ctx, result))
+        finally:
+            ctx.store.execute("DROP TABLE IF EXISTS short_term_todo")
         if not result.interrupted:
             result.detail["episodes"] = self._episodes(ctx)
         return result
@@ -166,25 +174,18 @@ class ShortTermStage:
             if not session.available:
                 result.detail["llm_unavailable"] = session.reason
             redo = session.available
-            row = ctx.store.fetchone(_COUNT, {"redo": redo})
+            ctx.store.execute(_SNAPSHOT, {"redo": redo})
+            row = ctx.store.fetchone("SELECT count(*) FROM short_term_todo")
             total = int(row[0]) if row else 0
             known = self._known_entities(ctx)
-            after_at: datetime = datetime.min.replace(tzinfo=ctx.as_of.tzinfo)
-            after_uid = ""
+            after = 0
             while not ctx.stop.is_set():
-                rows = ctx.store.execute(
-                    _TODO,
-                    {
-                        "redo": redo,
-                        "after_at": after_at,
-                        "after_uid": after_uid,
-                        "limit": cfg.batch_size,
-                    },
-                )
+                rows = ctx.store.execute(_TODO, {"after": after, "limit": cfg.batch_size})
                 if not rows:
+                    ctx.store.execute(_CLEAN)
                     return
                 todo = [_Todo(r[0], int(r[1]), r[2], r[3], json.loads(r[4])) for r in rows]
-                after_at, after_uid = todo[-1].created_at, todo[-1].uid
+                after += len(rows)
                 done = await unless_stopped(
                     asyncio.gather(*(self._one(session, t, known) for t in todo)), ctx.stop
                 )
@@ -263,7 +264,6 @@ class ShortTermStage:
                     "now": ctx.as_of,
                 },
             )
-            con.execute(_CLEAN, {"uid": uids, "revision": revisions})
 
     def _known_entities(self, ctx: StageContext) -> frozenset[str]:
         rows = ctx.store.execute(
