@@ -114,7 +114,11 @@ def test_one_incident_one_firing_one_resolved(receiver: Receiver, tmp_path: Path
         proc.wait(timeout=15)
         ollama.stop()
     assert proc.returncode == 0
-    assert len(ollama_notifications(receiver, "firing")) == 1
+    # Group updates re-list alerts still firing (Alertmanager does the same); the
+    # incident itself is announced once: one start, one resolution.
+    firing = ollama_notifications(receiver, "firing")
+    assert len({alert["startsAt"] for alert in firing}) == 1
+    assert len({alert["fingerprint"] for alert in firing}) == 1
     assert len(ollama_notifications(receiver, "resolved")) == 1
     keys = [headers["idempotency-key"] for headers, _ in receiver.requests]
     assert len(keys) == len(set(keys))
