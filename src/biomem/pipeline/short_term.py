@@ -32,7 +32,7 @@ from biomem.pipeline.enrichment import (
     parse_enrichment,
 )
 from biomem.pipeline.heuristics import fallback_enrichment
-from biomem.pipeline.llm import LLMSession, unless_stopped
+from biomem.pipeline.llm import LLMSession
 
 __all__ = ["ShortTermStage"]
 
@@ -166,7 +166,6 @@ class ShortTermStage:
         return result
 
     async def _enrich(self, ctx: StageContext, result: StageResult) -> None:
-        cfg = ctx.settings.pipeline.short_term
         async with httpx.AsyncClient() as http:
             client = ctx.ollama(http) if ctx.ollama is not None else None
             session = LLMSession(client, max_concurrency=ctx.settings.ollama.max_concurrency)
@@ -178,28 +177,79 @@ class ShortTermStage:
             row = ctx.store.fetchone("SELECT count(*) FROM short_term_todo")
             total = int(row[0]) if row else 0
             known = self._known_entities(ctx)
-            after = 0
-            while not ctx.stop.is_set():
-                rows = ctx.store.execute(_TODO, {"after": after, "limit": cfg.batch_size})
-                if not rows:
-                    ctx.store.execute(_CLEAN)
-                    return
-                todo = [_Todo(r[0], int(r[1]), r[2], r[3], json.loads(r[4])) for r in rows]
-                after += len(rows)
-                done = await unless_stopped(
-                    asyncio.gather(*(self._one(session, t, known) for t in todo)), ctx.stop
-                )
-                if done is None:
+            await self._stream(ctx, session, known, total, result)
+            if not result.interrupted:
+                ctx.store.execute(_CLEAN)
+
+    async def _stream(
+        self,
+        ctx: StageContext,
+        session: LLMSession,
+        known: frozenset[str],
+        total: int,
+        result: StageResult,
+    ) -> None:
+        """Keep the LLM busy and commit finished enrichments in batches.
+
+        A gather per batch left every slot idle while the slowest call of the
+        batch finished and the batch was written; here up to twice the
+        concurrency limit are in flight at all times (the policy's bulkhead
+        bounds the requests themselves) and finished ones are committed in
+        groups of ``batch_size``. What is in flight when the process dies was
+        not committed and is done again by the next run.
+        """
+        batch_size = ctx.settings.pipeline.short_term.batch_size
+        window = max(2 * ctx.settings.ollama.max_concurrency, 1)
+        queue: list[_Todo] = []
+        after = 0
+        exhausted = False
+        running: dict[asyncio.Task[tuple[Enrichment, str]], _Todo] = {}
+        finished: list[tuple[_Todo, tuple[Enrichment, str]]] = []
+
+        def flush() -> None:
+            if not finished:
+                return
+            self._write(ctx, [t for t, _ in finished], [d for _, d in finished], session)
+            for _, (_, source) in finished:
+                result.items += 1
+                if source == "llm":
+                    result.llm += 1
+                else:
+                    result.fallback += 1
+            finished.clear()
+            ctx.report(result.items, total)
+
+        try:
+            while True:
+                while len(running) < window and not ctx.stop.is_set():
+                    if not queue and not exhausted:
+                        rows = ctx.store.execute(_TODO, {"after": after, "limit": batch_size})
+                        after += len(rows)
+                        exhausted = len(rows) < batch_size
+                        queue = [_Todo(r[0], int(r[1]), r[2], r[3], json.loads(r[4])) for r in rows]
+                    if not queue:
+                        break
+                    item = queue.pop(0)
+                    running[asyncio.ensure_future(self._one(session, item, known))] = item
+                if not running:
                     break
-                self._write(ctx, todo, done, session)
-                for _, source in done:
-                    result.items += 1
-                    if source == "llm":
-                        result.llm += 1
-                    else:
-                        result.fallback += 1
-                ctx.report(result.items, total)
-            result.interrupted = True
+                done, _ = await asyncio.wait(
+                    running, timeout=0.1, return_when=asyncio.FIRST_COMPLETED
+                )
+                for task in done:
+                    finished.append((running.pop(task), task.result()))
+                if ctx.stop.is_set():
+                    result.interrupted = True
+                    break
+                if len(finished) >= batch_size:
+                    flush()
+        finally:
+            for task in running:
+                task.cancel()
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
+        # Finished work is complete work: commit it, even when stopping.
+        flush()
 
     async def _one(
         self, session: LLMSession, todo: _Todo, known: frozenset[str]
