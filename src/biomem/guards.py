@@ -51,6 +51,8 @@ def _retry(guard: DependencyGuard) -> RetryConfig:
     return RetryConfig(
         max_attempts=guard.max_attempts,
         base_delay_s=guard.base_delay_seconds,
+        multiplier=guard.delay_multiplier,
+        jitter=guard.jitter,
         max_delay_s=guard.max_delay_seconds,
         timeout_s=guard.retry_timeout_seconds,
     )

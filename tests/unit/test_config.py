@@ -213,3 +213,26 @@ def test_cron_day_of_week_reads_as_standard_cron(expression: str, expected_weekd
 
     fire = cron_trigger(expression).get_next_fire_time(None, datetime(2026, 11, 23, tzinfo=UTC))
     assert fire.weekday() == expected_weekday
+
+
+def test_resilience_section_builds_the_policies(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """[resilience.<dependency>] sets that dependency's breaker and retry."""
+    from biomem.guards import build_guards
+
+    path = write_toml(
+        tmp_path,
+        "[resilience.ollama]\nminimum_calls = 3\nwindow_size = 6\nopen_seconds = 12\n"
+        'max_attempts = 5\ndelay_multiplier = 3.0\njitter = "decorrelated"\n',
+    )
+    monkeypatch.setenv("BIOMEM_CONFIG_FILE", str(path))
+    monkeypatch.setenv("OLLAMA_MAX_CONCURRENCY", "6")
+    guards = build_guards(load_settings())
+    breaker = guards.ollama.breaker.config
+    assert (breaker.minimum_calls, breaker.window_size, breaker.wait_duration_open_s) == (3, 6, 12)
+    retry = guards.ollama.config.retry
+    assert retry is not None
+    assert (retry.max_attempts, retry.multiplier, retry.jitter) == (5, 3.0, "decorrelated")
+    assert guards.ollama.bulkhead is not None and guards.ollama.bulkhead.max_concurrent == 6
+    assert guards.postgresql.breaker.config.minimum_calls == 5  # the others keep defaults

@@ -246,6 +246,10 @@ class DependencyGuard(_Section):
     half_open_calls: int = Field(default=2, ge=1, le=100, description="1 to 100")
     max_attempts: int = Field(default=3, ge=1, le=20, description="1 to 20")
     base_delay_seconds: float = Field(default=0.5, ge=0, description="seconds, 0 or more")
+    delay_multiplier: float = Field(default=2.0, ge=1, le=10, description="1 to 10")
+    jitter: Literal["full", "decorrelated"] = Field(
+        default="full", description='"full" or "decorrelated"'
+    )
     max_delay_seconds: float = Field(default=10, ge=0, description="seconds, 0 or more")
     retry_timeout_seconds: float = Field(default=30, gt=0, description="seconds above 0")
     retry_budget_ratio: float = Field(default=0.1, ge=0, le=1, description="in [0, 1]")
