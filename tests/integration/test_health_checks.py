@@ -455,17 +455,26 @@ def test_stage_lateness(schedule: str, reference: str, now: str, late: bool) -> 
     assert stage_lateness(schedule, at, clock)[0] is late
 
 
-async def test_saturated_cpu_degrades_but_never_fails(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, apps: list[App]
-) -> None:
-    """CPU over its critical threshold degrades system_resources; it never fails /health."""
-    config = tmp_path / "cpu.toml"
-    config.write_text("[thresholds]\ncpu_degraded_percent = 0.001\ncpu_critical_percent = 0.002\n")
-    monkeypatch.setenv("BIOMEM_CONFIG_FILE", str(config))
-    app = open_app(load_settings())
-    apps.append(app)
-    check = next(c for c in build_checks(app) if c.name == "system_resources")
-    result = await check.run()
+async def test_saturated_cpu_degrades_but_never_fails(tmp_path: Path) -> None:
+    """CPU sustained over its critical threshold degrades system_resources, never fails it."""
+    from biomem.config.filecfg import ThresholdSettings
+    from biomem.health.resources import SystemResourcesCheck
+
+    now = [0.0]
+    times = [CpuTimes(0.0, 0.0, 0.0)]
+    window = CpuWindow(10.0, cpu_times=lambda: times[0], clock=lambda: now[0], sleep=lambda s: None)
+    window.utilization()
+    now[0], times[0] = 20.0, CpuTimes(20.0, 0.0, 0.0)  # twenty seconds fully busy
+    thresholds = ThresholdSettings(
+        memory_degraded_percent=99.9,
+        memory_critical_percent=100,
+        disk_degraded_percent=99.9,
+        disk_critical_percent=100,
+        cpu_degraded_percent=80,
+        cpu_critical_percent=95,
+    )
+    result = await SystemResourcesCheck(tmp_path, thresholds, cpu=window).run()
     cpu = next(m for m in result.measurements if m.name == "cpuUtilization")
+    assert cpu.value == pytest.approx(100.0)
     assert cpu.status is Status.DEGRADED and "busy, not failing" in (cpu.output or "")
     assert result.status is not Status.CRITICAL
