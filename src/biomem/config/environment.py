@@ -15,15 +15,17 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["EnvSettings", "LogFormat", "LogLevel", "duration_seconds"]
+__all__ = ["UNIT_SECONDS", "EnvSettings", "LogFormat", "LogLevel", "duration_seconds"]
+
+# Seconds per duration suffix, for environment durations and TOML schedules alike.
+UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def duration_seconds(text: str) -> float:
     """Seconds in ``"90"``, ``"90s"``, ``"5m"``, ``"4h"`` or ``"1d"``; ValueError otherwise."""
-    units = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
     text = text.strip().lower()
-    if text and text[-1] in units:
-        return float(text[:-1]) * units[text[-1]]
+    if text and text[-1] in UNIT_SECONDS:
+        return float(text[:-1]) * UNIT_SECONDS[text[-1]]
     return float(text)
 
 

@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from biomem.config.environment import UNIT_SECONDS
+
 __all__ = [
     "ConsolidationSettings",
     "DependencyGuard",
@@ -38,7 +40,6 @@ class _Section(BaseModel):
 
 
 _INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
-_UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # APScheduler's order
@@ -90,7 +91,7 @@ def parse_schedule(value: str) -> tuple[Literal["interval"], float] | tuple[Lite
     """Parse ``"90s"``/``"5m"``/``"6h"``/``"1d"`` or a five-field cron expression."""
     match = _INTERVAL.match(value)
     if match:
-        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        seconds = float(match.group(1)) * UNIT_SECONDS[match.group(2)]
         if seconds < 1:
             raise ValueError("interval below 1 s")
         return ("interval", seconds)

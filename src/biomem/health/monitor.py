@@ -78,6 +78,7 @@ class HealthMonitor:
             },
             taken_at=now,
         )
+        self._history_size = history_size
         self._history: dict[str, deque[tuple[datetime, Status]]] = {
             name: deque(maxlen=history_size) for name in [*self._snapshot.components, "overall"]
         }
@@ -135,7 +136,7 @@ class HealthMonitor:
             for result in results:
                 old = components.get(result.name)
                 components[result.name] = result
-                self._history.setdefault(result.name, deque(maxlen=240)).append(
+                self._history.setdefault(result.name, deque(maxlen=self._history_size)).append(
                     (result.checked_at, result.status)
                 )
                 if old is not None and old.status is not result.status:
