@@ -8,6 +8,7 @@ Ollama client factory (through the ollama policy) and the dead-letter queue.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from biomem.clients.postgres import PostgresClient
 from biomem.config import Settings
@@ -16,10 +17,22 @@ from biomem.pipeline.base import OllamaFactory
 from biomem.pipeline.runner import ollama_factory
 from biomem.resilience.breaker import BreakerState
 from biomem.resilience.clock import SYSTEM_CLOCK, Clock
-from biomem.resilience.deadletter import DeadLetterQueue, DuckDBDeadLetterStore, ReplayRegistry
+from biomem.resilience.deadletter import (
+    DeadLetterQueue,
+    DeadLetterStore,
+    DuckDBDeadLetterStore,
+    PostgresDeadLetterStore,
+    ReplayRegistry,
+    TieredDeadLetterStore,
+)
 from biomem.store import DuckDBStore
 
-__all__ = ["App", "open_app"]
+__all__ = ["DEAD_LETTER_SCHEMA", "App", "open_app"]
+
+#: The PostgreSQL schema of the shared dead-letter table.
+DEAD_LETTER_SCHEMA = "biomem"
+#: A letter another worker claimed in the shared table counts as abandoned after this long.
+REPLAY_LEASE = timedelta(minutes=15)
 
 
 @dataclass(slots=True)
@@ -54,20 +67,27 @@ class App:
 def open_app(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> App:
     """Open the store (migrated), the PostgreSQL client when configured, and the DLQ.
 
-    The dead letters live in the DuckDB store: it is local, so a failure of
-    PostgreSQL (the usual reason for a letter) can always be recorded.
+    Embedded (no POSTGRES_DB_URL), the dead letters live in the DuckDB store.
+    With PostgreSQL configured they live in its ``biomem.dead_letters`` table,
+    shared by every worker; while PostgreSQL is out of reach (the usual
+    reason for a letter) they spill to the DuckDB table and move over when it
+    answers again, so no letter is ever lost to the outage it records.
     """
     guards = build_guards(settings, clock=clock)
     store = DuckDBStore.open(settings.store.path, policy=guards.duckdb)
     try:
         url = settings.postgres.url
         postgres = PostgresClient(url, policy=guards.postgresql) if url is not None else None
-        dlq_store = DuckDBDeadLetterStore(store)
+        local = DuckDBDeadLetterStore(store)
+        dlq_store: DeadLetterStore = local
+        if postgres is not None:
+            shared = PostgresDeadLetterStore(postgres.connection, schema=DEAD_LETTER_SCHEMA)
+            dlq_store = TieredDeadLetterStore(shared, local, primary_lease=REPLAY_LEASE)
         dlq_store.ensure_schema()
         replays = ReplayRegistry()
         dlq = DeadLetterQueue(dlq_store, replays, clock=guards.clock)
-        # One process replays (DuckDB has one writer): anything left mid-replay
-        # by a crash goes back to pending.
+        # Anything this process left mid-replay by a crash goes back to
+        # pending (the shared table waits for a lease: others may be at work).
         dlq.requeue_stale()
     except BaseException:
         store.close()

@@ -31,6 +31,7 @@ from biomem.resilience.deadletter import (
     DuckDBDeadLetterStore,
     PostgresDeadLetterStore,
     ReplayRegistry,
+    TieredDeadLetterStore,
 )
 from biomem.store import DuckDBStore
 from tests.conftest import cli_env
@@ -77,9 +78,9 @@ def pg_schema(url: str) -> Iterator[PostgresDeadLetterStore]:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
-@pytest.fixture(params=["duckdb", "postgresql"])
+@pytest.fixture(params=["duckdb", "postgresql", "tiered"])
 def letters(request: pytest.FixtureRequest) -> Iterator[DeadLetterStore]:
-    """The same contract on both engines."""
+    """The same contract on both engines, and on PostgreSQL with its DuckDB spill."""
     if request.param == "duckdb":
         duck = DuckDBDeadLetterStore(request.getfixturevalue("store"))
         duck.ensure_schema()
@@ -88,7 +89,14 @@ def letters(request: pytest.FixtureRequest) -> Iterator[DeadLetterStore]:
         return
     with pg_schema(request.getfixturevalue("pg_clean_url")) as pg:
         pg.ensure_schema()
-        yield pg
+        if request.param == "tiered":
+            tiered = TieredDeadLetterStore(
+                pg, DuckDBDeadLetterStore(request.getfixturevalue("store"))
+            )
+            tiered.ensure_schema()
+            yield tiered
+        else:
+            yield pg
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ from biomem.resilience.deadletter import (
     DuckDBDeadLetterStore,
     PostgresDeadLetterStore,
     ReplayRegistry,
+    TieredDeadLetterStore,
 )
 from biomem.resilience.errors import (
     BiomemError,
@@ -94,6 +95,7 @@ __all__ = [
     "StateTransition",
     "StoreLockedError",
     "SystemClock",
+    "TieredDeadLetterStore",
     "classify",
     "mask_url",
     "redact_text",

@@ -344,6 +344,10 @@ class _SQLStore:
     def requeue_stale(self, older_than: datetime) -> int:
         return len(self._run(_REQUEUE, (_utc(older_than),)))
 
+    def delete(self, letter_id: str) -> bool:
+        """Remove one letter whatever its status (it moved elsewhere); True if it was here."""
+        return bool(self._run("DELETE FROM {t} WHERE id = %s RETURNING id", (letter_id,)))
+
 
 class DuckDBDeadLetterStore(_SQLStore):
     """Dead letters in the table ``dead_letters`` of biomem's DuckDB file.
@@ -536,6 +540,19 @@ class PostgresDeadLetterStore(_SQLStore):
             _values(letter, Jsonb(letter.payload)),
         )
         return _decode(rows[0])
+
+    def adopt(self, letter: DeadLetter) -> bool:
+        """Insert ``letter`` as it is (id, status, attempts) unless it is already here.
+
+        For letters moving in from another store: a second adoption of the
+        same id, or of an open letter whose key already has an open letter
+        here (the same work), changes nothing. True when inserted.
+        """
+        rows = self._run(
+            f"INSERT INTO {{t}} ({_COLS}) VALUES ({_MARKS}) ON CONFLICT DO NOTHING RETURNING id",
+            _values(letter, Jsonb(letter.payload)),
+        )
+        return bool(rows)
 
     def claim_due(self, now: datetime, limit: int) -> builtins.list[DeadLetter]:
         # SKIP LOCKED: a row another worker is claiming right now is passed

@@ -47,6 +47,7 @@ from biomem.resilience._dlq_sql import (
     DuckDBTransactions,
     PostgresDeadLetterStore,
 )
+from biomem.resilience._dlq_tiered import TieredDeadLetterStore
 from biomem.resilience.clock import SYSTEM_CLOCK, Clock
 from biomem.resilience.errors import InputError
 from biomem.resilience.redact import redact_text, redact_value
@@ -67,6 +68,7 @@ __all__ = [
     "PostgresDeadLetterStore",
     "ReplayRegistry",
     "ReplayReport",
+    "TieredDeadLetterStore",
     "UnknownOperationError",
     "backoff_delay_s",
 ]
