@@ -49,6 +49,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import biomem
 from biomem.app import App
+from biomem.health.fastpath import Rendered
 from biomem.health.model import ComponentHealth, HealthSnapshot, Status
 from biomem.health.monitor import HealthMonitor
 from biomem.metrics import BoundedReader
@@ -458,6 +459,22 @@ def _token_guard(token: str) -> Callable[..., None]:
 # --------------------------------------------------------------------------- factory
 
 
+def health_response(snapshot: HealthSnapshot, interval_s: float) -> Response:
+    """``GET /health``'s response for ``snapshot``: 200 pass/warn, 503 fail."""
+    code = 503 if snapshot.status.wire == "fail" else 200
+    return HealthJSONResponse(
+        _safe(health_body(snapshot)),
+        status_code=code,
+        headers={"Cache-Control": f"max-age={max(0, int(interval_s))}"},
+    )
+
+
+def render_health(snapshot: HealthSnapshot, interval_s: float) -> Rendered:
+    """:func:`health_response` as bytes for :class:`~biomem.health.fastpath.CachedHealth`."""
+    response = health_response(snapshot, interval_s)
+    return Rendered(response.status_code, tuple(response.raw_headers), bytes(response.body))
+
+
 def create_api(
     *,
     monitor: HealthMonitor,
@@ -505,13 +522,10 @@ def create_api(
         summary="Overall health (application/health+json); 200 pass/warn, 503 fail",
     )
     async def health() -> Response:
-        snapshot = monitor.snapshot()  # never runs a check: a hung dependency cannot slow this
-        code = 503 if snapshot.status.wire == "fail" else 200
-        return HealthJSONResponse(
-            _safe(health_body(snapshot)),
-            status_code=code,
-            headers={"Cache-Control": f"max-age={max(0, int(monitor.interval_s))}"},
-        )
+        # Never runs a check: a hung dependency cannot slow this. The server
+        # serves the same response from fastpath.CachedHealth, rendered once
+        # per snapshot; this route documents it and answers the rest.
+        return health_response(monitor.snapshot(), monitor.interval_s)
 
     @api.get(
         "/health/detailed",

@@ -23,10 +23,12 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from biomem.app import App
 from biomem.config import Settings
-from biomem.health.api import create_api
+from biomem.health.api import create_api, render_health
+from biomem.health.fastpath import CachedHealth
 from biomem.health.monitor import HealthMonitor
 from biomem.metrics import build_registry
 from biomem.resilience.errors import BiomemError, ConfigurationError
@@ -132,12 +134,21 @@ class HealthServer:
         host: the address to listen on.
         port: the port; 0 picks a free one (see :attr:`port` after ``start()``).
         start_timeout_s: how long ``start()`` waits for uvicorn to be serving.
+        front: an ASGI layer in front of ``api`` that serves some requests
+            itself (:class:`~biomem.health.fastpath.CachedHealth`).
     """
 
     def __init__(
-        self, api: FastAPI, *, host: str, port: int, start_timeout_s: float = 10.0
+        self,
+        api: FastAPI,
+        *,
+        host: str,
+        port: int,
+        start_timeout_s: float = 10.0,
+        front: ASGIApp | None = None,
     ) -> None:
         self.api = api
+        self.front = front
         self.host = host
         self._port = port
         self.start_timeout_s = start_timeout_s
@@ -173,7 +184,7 @@ class HealthServer:
         self._socket = sock
         self._port = sock.getsockname()[1]
         config = uvicorn.Config(
-            self.api,
+            self.front if self.front is not None else self.api,
             host=self.host,
             port=self._port,
             log_config=None,  # biomem configures logging; uvicorn must not replace it
@@ -247,4 +258,8 @@ def build_health_server(
         token=token,
         require_token=token is not None,
     )
-    return HealthServer(api, host=settings.host, port=settings.port)
+    interval_s = monitor.interval_s
+    front = CachedHealth(
+        api, monitor.snapshot, lambda snapshot: render_health(snapshot, interval_s)
+    )
+    return HealthServer(api, host=settings.host, port=settings.port, front=front)
