@@ -28,6 +28,7 @@ from biomem.app import App
 from biomem.config import Settings
 from biomem.health.api import create_api
 from biomem.health.monitor import HealthMonitor
+from biomem.health.status_data import RecoveryProvider
 from biomem.metrics import build_registry
 from biomem.resilience.errors import BiomemError, ConfigurationError
 
@@ -230,6 +231,7 @@ def build_health_server(
     *,
     alerts: Callable[[], Mapping[str, Any]] | None = None,
     shutting_down: Callable[[], bool] = lambda: False,
+    recovery: RecoveryProvider | None = None,
 ) -> HealthServer:
     """The server the settings ask for: token policy checked, registry and API built.
 
@@ -246,5 +248,6 @@ def build_health_server(
         shutting_down=shutting_down,
         token=token,
         require_token=token is not None,
+        recovery=recovery,
     )
     return HealthServer(api, host=settings.host, port=settings.port)
