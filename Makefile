@@ -9,7 +9,7 @@ STAMP := $(VENV)/.biomem-installed
 SAMPLES := samples/memories.jsonl
 PYTEST_ARGS ?=
 
-.PHONY: run test lint unit integration install samples clean bench
+.PHONY: run test lint unit integration install samples clean bench chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,16 @@ run: $(STAMP)
 	exec $(BIN)/biomem run
 
 ## test: lint, then the whole test suite
-test: lint
+test: lint chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## chromium: the status-page test drives Debian's chromium (never a downloaded browser);
+## installed with apt-get only when missing (CI machines run as root, no sudo)
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+		apt-get update && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+			chromium fonts-liberation; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests scripts bench

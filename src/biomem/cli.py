@@ -298,6 +298,7 @@ def _run_daemon(
         )
         server.start()
         typer.echo(f"health endpoints: {server.url}/health, {server.url}/metrics")
+        typer.echo(f"status page: {server.url}/status")
     alerting.start()
     if settings.health.continuous_monitoring:
         monitor.start()

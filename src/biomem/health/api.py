@@ -16,6 +16,9 @@ GET /health/alerts          yes    ``{"active", "recent", "undelivered"}``
 GET /health/{service}       yes    one component (404 for an unknown name)
 GET /livez, GET /readyz     no     the process runs / the store is open
 GET /metrics                yes    Prometheus text
+GET /status, /status/data   yes    the status page and its live data (see
+                                   :mod:`~biomem.health.status_page`; also
+                                   ``?token=``; not in /openapi.json)
 ==========================  =====  ============================================
 
 "token": required only when the server is reachable beyond loopback
@@ -52,6 +55,8 @@ from biomem.app import App
 from biomem.health.fastpath import Rendered
 from biomem.health.model import ComponentHealth, HealthSnapshot, Status
 from biomem.health.monitor import HealthMonitor
+from biomem.health.status_data import RecoveryProvider, StatusSources
+from biomem.health.status_page import add_status_routes
 from biomem.metrics import BoundedReader
 from biomem.resilience.redact import redact_text, redact_value
 from biomem.store.runs import last_runs
@@ -485,6 +490,7 @@ def create_api(
     token: str | None = None,
     require_token: bool = False,
     reader: BoundedReader | None = None,
+    recovery: RecoveryProvider | None = None,
 ) -> FastAPI:
     """The health API over ``monitor`` and ``app``; the server decides ``require_token``.
 
@@ -643,4 +649,8 @@ def create_api(
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    sources = StatusSources(
+        monitor=monitor, app=app, reader=reader, alerts=alerts, recovery=recovery
+    )
+    add_status_routes(api, sources, token=token, require_token=require_token)
     return api

@@ -30,6 +30,7 @@ from biomem.config import Settings
 from biomem.health.api import create_api, render_health
 from biomem.health.fastpath import CachedHealth
 from biomem.health.monitor import HealthMonitor
+from biomem.health.status_data import RecoveryProvider
 from biomem.metrics import build_registry
 from biomem.resilience.errors import BiomemError, ConfigurationError
 
@@ -241,6 +242,7 @@ def build_health_server(
     *,
     alerts: Callable[[], Mapping[str, Any]] | None = None,
     shutting_down: Callable[[], bool] = lambda: False,
+    recovery: RecoveryProvider | None = None,
 ) -> HealthServer:
     """The server the settings ask for: token policy checked, registry and API built.
 
@@ -257,6 +259,7 @@ def build_health_server(
         shutting_down=shutting_down,
         token=token,
         require_token=token is not None,
+        recovery=recovery,
     )
     interval_s = monitor.interval_s
     front = CachedHealth(
