@@ -1,33 +1,78 @@
 """The alerting service of the daemon: sources wired to the manager, a loop delivering.
 
 Sources: health status transitions (the monitor), breakers opening and
-closing (every breaker of the guards), dead letters turning dead (the DLQ).
-A background loop ticks the manager (grouping, repeats, settle) and delivers
+closing (every breaker of the guards), dead letters turning dead (the DLQ),
+resource thresholds (each new health snapshot) and recovery escalations
+(:meth:`AlertService.escalate`, called by the recovery engine). A
+background loop ticks the manager (grouping, repeats, settle) and delivers
 due notifications from the durable outbox every second; a failure of either
 is logged and the loop goes on.
+
+Receivers: HEALTH_ALERT_WEBHOOK_URL is the receiver ``default`` (signed
+with ALERT_WEBHOOK_SECRET); ``[[alerts.receivers]]`` in the TOML file adds
+more, each with its own secret and label matchers for routing.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
-from biomem.alerts import AlertAdapters, AlertManager, Outbox, Receiver, WebhookDeliverer
+from biomem.alerts import (
+    AlertAdapters,
+    AlertManager,
+    AlertStats,
+    NotificationStatus,
+    Outbox,
+    Receiver,
+    SilenceStore,
+    WebhookDeliverer,
+)
 from biomem.app import App
+from biomem.bounded import BoundedReader
+from biomem.config import AlertSettings
+from biomem.health.model import HealthSnapshot
 from biomem.health.monitor import HealthMonitor
 from biomem.logging import get_logger
 from biomem.resilience.errors import BiomemError
 
-__all__ = ["AlertService"]
+__all__ = ["AlertService", "receivers_from_settings"]
 
 log = get_logger(__name__)
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def receivers_from_settings(settings: AlertSettings) -> list[Receiver]:
+    """``default`` (HEALTH_ALERT_WEBHOOK_URL) first, then the TOML file's receivers."""
+    out: list[Receiver] = []
+    if settings.webhook_url is not None:
+        secret = settings.webhook_secret
+        out.append(
+            Receiver(
+                name="default",
+                url=settings.webhook_url,
+                secret=secret.get_secret_value() if secret is not None else None,
+            )
+        )
+    for item in settings.receivers:
+        out.append(
+            Receiver(
+                name=item.name,
+                url=item.url,
+                secret=item.secret.get_secret_value() if item.secret is not None else None,
+                timeout_s=item.timeout_seconds,
+                send_resolved=item.send_resolved,
+                matchers=dict(item.matchers),
+            )
+        )
+    return out
 
 
 class AlertService:
@@ -37,48 +82,102 @@ class AlertService:
         settings = app.settings.alerts
         self.outbox = Outbox(app.store)
         self.outbox.ensure_schema()
-        self.receivers: list[Receiver] = []
-        if settings.webhook_url is not None:
-            secret = settings.webhook_secret
-            self.receivers.append(
-                Receiver(
-                    name="default",
-                    url=settings.webhook_url,
-                    secret=secret.get_secret_value() if secret is not None else None,
-                )
-            )
+        silences = SilenceStore(app.store)
+        silences.ensure_schema()
+        self.receivers = receivers_from_settings(settings)
         self.manager = AlertManager(
             clock=app.guards.clock,
             wall_clock=_now,
             outbox=self.outbox,
             receivers=self.receivers,
             group_wait_s=settings.group_wait_seconds,
+            group_interval_s=settings.group_interval_seconds,
             repeat_interval_s=settings.repeat_interval_seconds,
             resolve_settle_s=settings.resolve_settle_seconds,
             external_url=external_url,
             # One process, one incident, one notification: alerts that fire
             # together are grouped whatever their name.
             group_by=(),
+            silence_store=silences,
         )
         self._http = httpx.Client()
         self.deliverer = WebhookDeliverer(
             self.outbox, self.receivers, clock=app.guards.clock, wall_clock=_now, http=self._http
         )
-        adapters = AlertAdapters(self.manager)
-        monitor.add_listener(adapters.on_health_transition)
+        self._monitor = monitor
+        self._adapters = AlertAdapters(self.manager)
+        monitor.add_listener(self._adapters.on_health_transition)
         for breaker in app.guards.breakers.all():
-            breaker.add_listener(adapters.on_breaker_event)
-        app.dlq.add_listener(adapters.on_dead_letter_dead)
+            breaker.add_listener(self._adapters.on_breaker_event)
+        app.dlq.add_listener(self._adapters.on_dead_letter_dead)
+        self._seen: HealthSnapshot | None = None
+        self._reader = BoundedReader(timeout_s=2.0)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    # ----------------------------------------------------------------- sources
+
+    def escalate(self, *, rule: str, component: str, summary: str) -> None:
+        """Raise a critical ``RecoveryEscalated`` alert (labels rule, component).
+
+        It stays firing until the component is healthy again: the first
+        healthy result of ``component`` checked after this call resolves it.
+        Called by the recovery engine when a rule has given up.
+        """
+        self._adapters.on_escalation(rule=rule, component=component, summary=summary, at=_now())
+
+    def _observe(self) -> None:
+        snapshot = self._monitor.snapshot()
+        if snapshot is not self._seen:  # a new monitor pass: read it once
+            self._seen = snapshot
+            self._adapters.on_snapshot(snapshot)
+
+    # ----------------------------------------------------------------- surfaces
+
     def snapshot(self) -> dict[str, Any]:
-        """What /health/alerts shows."""
-        return self.manager.snapshot()
+        """What /health/alerts shows; the outbox read waits at most 2 s for a busy store."""
+        return self.manager.snapshot(read=self._reader.call)
+
+    def add_silence(
+        self, *, matchers: Mapping[str, str], ends_at: datetime, comment: str, created_by: str
+    ) -> dict[str, Any]:
+        """Store a silence and put it in force; its JSON form.
+
+        Raises:
+            ValueError: bad matchers or an end not in the future.
+        """
+        silence = self.manager.silence(
+            matchers, ends_at=ends_at, comment=comment, created_by=created_by
+        )
+        return silence.as_dict(_now())
+
+    def remove_silence(self, silence_id: str) -> dict[str, Any] | None:
+        """End a silence now; its JSON form, or None when no active silence has that id."""
+        ended = self.manager.unsilence(silence_id)
+        return None if ended is None else ended.as_dict(_now())
+
+    def stats(self) -> AlertStats:
+        """Alerts firing and outbox counts (reads the store)."""
+        return self.manager.stats()
+
+    def firing_by_severity(self) -> dict[str, int]:
+        """Alerts firing, not silenced, by severity (memory only)."""
+        return self.manager.firing_by_severity()
+
+    def pending_notifications(self) -> int:
+        """Notifications waiting in the outbox (reads the store)."""
+        return self.outbox.counts()[NotificationStatus.PENDING]
+
+    def delivery_attempts(self) -> dict[tuple[str, str], int]:
+        """Delivery attempts since start by (receiver, ``sent`` | ``failed``)."""
+        return self.deliverer.attempts()
+
+    # ----------------------------------------------------------------- loop
 
     def step(self) -> None:
-        """One tick and one delivery pass; errors are logged, never raised."""
+        """One snapshot look, one tick and one delivery pass; errors are logged, never raised."""
         try:
+            self._observe()
             self.manager.tick()
             if self.receivers:
                 self.deliverer.deliver_due(limit=100)

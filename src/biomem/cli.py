@@ -27,6 +27,7 @@ from rich.table import Table
 from biomem import __version__
 from biomem.alerting import AlertService
 from biomem.app import App
+from biomem.cli_alerts import alerts_app
 from biomem.cli_common import (
     EXIT_CONFIG,
     EXIT_FAILED,
@@ -60,6 +61,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(dlq_app)
+app.add_typer(alerts_app)
 app.command("health")(health)
 log = get_logger("biomem.cli")
 
@@ -294,7 +296,11 @@ def _run_daemon(
     server = None
     if settings.health.http_endpoints:
         server = build_health_server(
-            application, monitor, alerts=alerting.snapshot, shutting_down=stop.is_set
+            application,
+            monitor,
+            alerts=alerting.snapshot,
+            shutting_down=stop.is_set,
+            alerting=alerting,
         )
         server.start()
         typer.echo(f"health endpoints: {server.url}/health, {server.url}/metrics")

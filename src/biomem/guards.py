@@ -6,8 +6,9 @@ clients receive their policy, health and metrics read the same objects.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 from biomem.config import Settings
 from biomem.config.filecfg import DependencyGuard
@@ -16,9 +17,42 @@ from biomem.resilience.clock import SYSTEM_CLOCK, Clock
 from biomem.resilience.errors import DatabaseQueryError, LLMResponseError
 from biomem.resilience.events import ErrorLog
 from biomem.resilience.policy import Policy, PolicyConfig
-from biomem.resilience.retry import RetryConfig
+from biomem.resilience.retry import RetryConfig, RetryEvent, RetryGivenUp, RetryScheduled
 
-__all__ = ["Guards", "build_guards"]
+__all__ = ["Guards", "RetryCounts", "build_guards"]
+
+
+class RetryCounts:
+    """Retries and retry-budget refusals per dependency, counted from the retriers' events.
+
+    A :class:`~biomem.resilience.retry.RetryListener`: the retriers stay free
+    of metrics, and ``/metrics`` reads the totals at scrape time.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._retries: dict[str, int] = {}
+        self._budget_exhausted: dict[str, int] = {}
+
+    def __call__(self, event: RetryEvent, /) -> None:
+        if isinstance(event, RetryScheduled):
+            target = self._retries
+        elif isinstance(event, RetryGivenUp) and event.reason == "budget":
+            target = self._budget_exhausted
+        else:
+            return
+        with self._lock:
+            target[event.name] = target.get(event.name, 0) + 1
+
+    def retries(self) -> Mapping[str, int]:
+        """Retries scheduled since start, by dependency."""
+        with self._lock:
+            return dict(self._retries)
+
+    def budget_exhausted(self) -> Mapping[str, int]:
+        """Retries the budget refused since start (the call gave up), by dependency."""
+        with self._lock:
+            return dict(self._budget_exhausted)
 
 
 def _counts_for_postgres_or_duckdb(exc: BaseException) -> bool:
@@ -68,6 +102,7 @@ class Guards:
     postgresql: Policy
     duckdb: Policy
     ollama: Policy
+    retries: RetryCounts = field(default_factory=RetryCounts)
 
 
 def build_guards(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> Guards:
@@ -75,11 +110,16 @@ def build_guards(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> Guards:
     cfg = settings.resilience
     breakers = BreakerRegistry(clock=clock)
     errors = ErrorLog()
+    retries = RetryCounts()
 
     def policy(name: str, config: PolicyConfig) -> Policy:
-        return Policy(name, config, clock=clock, breakers=breakers, errors=errors)
+        built = Policy(name, config, clock=clock, breakers=breakers, errors=errors)
+        if built.retrier is not None:
+            built.retrier.add_listener(retries)
+        return built
 
     return Guards(
+        retries=retries,
         clock=clock,
         breakers=breakers,
         errors=errors,

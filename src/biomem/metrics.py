@@ -11,16 +11,19 @@ refused calls), so their calls are exposed as window gauges
 (``biomem_breaker_window_calls``) and one counter
 (``biomem_breaker_not_permitted_calls_total``), never as counters that
 would go down when the window slides.
+
+Retries and retry-budget refusals are counted from the retriers' events
+(:class:`biomem.guards.RetryCounts`); alerts firing, delivery attempts and
+pending notifications come from the alerting service when one is given.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -29,16 +32,21 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from biomem.app import App
+from biomem.bounded import BoundedReader
 from biomem.health.model import Status
 from biomem.health.monitor import HealthMonitor
 from biomem.resilience.breaker import BreakerState
 from biomem.resilience.deadletter import DeadLetterStatus
 
-__all__ = ["HEALTH_STATUS_VALUES", "BiomemCollector", "BoundedReader", "build_registry"]
+__all__ = [
+    "HEALTH_STATUS_VALUES",
+    "AlertMetricsSource",
+    "BiomemCollector",
+    "BoundedReader",  # from biomem.bounded, kept here for existing imports
+    "build_registry",
+]
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 # biomem_health_status: a number per status that orders like the alerts read it.
 HEALTH_STATUS_VALUES: dict[Status, int] = {
@@ -50,50 +58,14 @@ HEALTH_STATUS_VALUES: dict[Status, int] = {
 }
 
 
-@dataclass(slots=True)
-class _Outcome(Generic[T]):
-    done: threading.Event = field(default_factory=threading.Event)
-    value: T | None = None
-    error: BaseException | None = None
+class AlertMetricsSource(Protocol):
+    """What the collector reads from the alerting service."""
 
+    def firing_by_severity(self) -> Mapping[str, int]: ...
 
-class BoundedReader:
-    """Runs a blocking read on a daemon thread and waits for it at most ``timeout_s``.
+    def delivery_attempts(self) -> Mapping[tuple[str, str], int]: ...
 
-    A store read can wait behind the store's lock (a long write transaction);
-    an HTTP request or a scrape must not wait with it. On timeout the caller
-    gets :class:`TimeoutError` and the thread finishes on its own; at most
-    ``max_pending`` reads are ever in flight, so a wedged store never piles
-    up threads (a read over the limit is refused at once). Daemon threads,
-    so a wedged read never holds up the process's exit.
-    """
-
-    def __init__(self, *, timeout_s: float = 2.0, max_pending: int = 2) -> None:
-        self.timeout_s = timeout_s
-        self._slots = threading.BoundedSemaphore(max_pending)
-
-    def call(self, fn: Callable[[], T], *, timeout_s: float | None = None) -> T:
-        """``fn()``'s result, or its exception, or TimeoutError after the timeout."""
-        wait_s = self.timeout_s if timeout_s is None else timeout_s
-        if not self._slots.acquire(blocking=False):
-            raise TimeoutError("earlier reads are still waiting for the store")
-        outcome: _Outcome[T] = _Outcome()
-
-        def work() -> None:
-            try:
-                outcome.value = fn()
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-                outcome.error = exc
-            finally:
-                self._slots.release()
-                outcome.done.set()
-
-        threading.Thread(target=work, name="biomem-bounded-read", daemon=True).start()
-        if not outcome.done.wait(wait_s):
-            raise TimeoutError(f"no answer from the store within {wait_s:g} s")
-        if outcome.error is not None:
-            raise outcome.error
-        return outcome.value  # type: ignore[return-value]  # set when no error
+    def pending_notifications(self) -> int: ...
 
 
 # Only rows not folded in yet: newer than the watermark, or still running at the
@@ -161,9 +133,11 @@ class BiomemCollector:
         *,
         reader: BoundedReader | None = None,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        alerts: AlertMetricsSource | None = None,
     ) -> None:
         self._app = app
         self._monitor = monitor
+        self._alerts = alerts
         self._reader = reader if reader is not None else BoundedReader()
         self._wall_clock = wall_clock
         self._runs = _RunTotals()
@@ -174,7 +148,13 @@ class BiomemCollector:
             ("stages", self._stages),
             ("health", self._health),
             ("error_events", self._error_events),
+            ("retries", self._retries),
         )
+        if alerts is not None:
+            self._families += (
+                ("alerts", self._alert_families),
+                ("alert_outbox", self._alert_outbox),
+            )
 
     def describe(self) -> list[Metric]:
         """The families without samples: registering never touches the store."""
@@ -193,6 +173,19 @@ class BiomemCollector:
             GaugeMetricFamily("biomem_health_status", "", labels=["component"]),
             GaugeMetricFamily("biomem_health_up", "", labels=["component"]),
             CounterMetricFamily("biomem_error_events", "", labels=["component", "kind"]),
+            CounterMetricFamily("biomem_retries", "", labels=["dependency"]),
+            CounterMetricFamily("biomem_retry_budget_exhausted", "", labels=["dependency"]),
+            *(
+                [
+                    GaugeMetricFamily("biomem_alerts_firing", "", labels=["severity"]),
+                    CounterMetricFamily(
+                        "biomem_alert_notifications", "", labels=["receiver", "result"]
+                    ),
+                    GaugeMetricFamily("biomem_alert_notifications_pending", ""),
+                ]
+                if self._alerts is not None
+                else []
+            ),
         ]
 
     def collect(self) -> Iterator[Metric]:
@@ -336,13 +329,66 @@ class BiomemCollector:
             family.add_metric([component, kind.value], count)
         return [family]
 
+    def _retries(self) -> list[Metric]:
+        counts = self._app.guards.retries
+        retries = CounterMetricFamily(
+            "biomem_retries",
+            "Retries scheduled after a failed attempt, by dependency.",
+            labels=["dependency"],
+        )
+        exhausted = CounterMetricFamily(
+            "biomem_retry_budget_exhausted",
+            "Retries refused by the dependency's retry budget (the call gave up).",
+            labels=["dependency"],
+        )
+        guards = self._app.guards
+        names = [p.name for p in (guards.postgresql, guards.duckdb, guards.ollama)]
+        scheduled, refused = counts.retries(), counts.budget_exhausted()
+        for name in sorted({*names, *scheduled, *refused}):
+            retries.add_metric([name], scheduled.get(name, 0))
+            exhausted.add_metric([name], refused.get(name, 0))
+        return [retries, exhausted]
+
+    def _alert_families(self) -> list[Metric]:
+        assert self._alerts is not None
+        firing = GaugeMetricFamily(
+            "biomem_alerts_firing",
+            "Alerts firing and not silenced, by severity.",
+            labels=["severity"],
+        )
+        for severity, count in sorted(self._alerts.firing_by_severity().items()):
+            firing.add_metric([severity], count)
+        sent = CounterMetricFamily(
+            "biomem_alert_notifications",
+            "Webhook delivery attempts by receiver: sent (2xx) or failed (retried or refused).",
+            labels=["receiver", "result"],
+        )
+        for (receiver, result), count in sorted(self._alerts.delivery_attempts().items()):
+            sent.add_metric([receiver, result], count)
+        return [firing, sent]
+
+    def _alert_outbox(self) -> list[Metric]:
+        assert self._alerts is not None
+        pending = self._reader.call(self._alerts.pending_notifications)
+        return [
+            GaugeMetricFamily(
+                "biomem_alert_notifications_pending",
+                "Notifications waiting in the outbox for delivery.",
+                value=pending,
+            )
+        ]
+
 
 def build_registry(
-    app: App, monitor: HealthMonitor, *, process_metrics: bool = True
+    app: App,
+    monitor: HealthMonitor,
+    *,
+    process_metrics: bool = True,
+    alerts: AlertMetricsSource | None = None,
 ) -> CollectorRegistry:
     """A registry of its own with the biomem collector (and the process/platform/GC ones)."""
     registry = CollectorRegistry()
-    registry.register(BiomemCollector(app, monitor))
+    registry.register(BiomemCollector(app, monitor, alerts=alerts))
     if process_metrics:
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)

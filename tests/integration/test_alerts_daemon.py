@@ -92,6 +92,7 @@ def test_one_incident_one_firing_one_resolved(receiver: Receiver, tmp_path: Path
         "ALERT_WEBHOOK_SECRET": SECRET,
         "HEALTH_CHECK_INTERVAL_SECONDS": "1",
         "ALERT_GROUP_WAIT": "1s",
+        "ALERT_GROUP_INTERVAL": "1s",
         "ALERT_RESOLVE_SETTLE": "2s",
     }
     assert run_cli("ingest", str(SAMPLES), env=env).returncode == 0

@@ -1,4 +1,4 @@
-"""The Prometheus collector over a real store, breakers, DLQ and monitor, read at scrape time."""
+"""The Prometheus collector over a real store, breakers, DLQ, monitor, retries and alerts."""
 
 from __future__ import annotations
 
@@ -7,20 +7,33 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import httpx
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
+from biomem.alerting import AlertService
 from biomem.app import App, open_app
 from biomem.config import load_settings
 from biomem.health.api import create_api
 from biomem.health.model import Check, ComponentHealth, Status
 from biomem.health.monitor import HealthMonitor
+from biomem.health.server import HealthServer
 from biomem.metrics import BiomemCollector, BoundedReader, build_registry
-from biomem.resilience.errors import CircuitOpenError
+from biomem.resilience.clock import FakeClock
+from biomem.resilience.errors import (
+    CircuitOpenError,
+    DependencyError,
+    LLMUnavailable,
+    RetryExhaustedError,
+)
 from biomem.store.runs import RunStatus, record_run
+from tests.support.alert_rig import WebhookServer
 
 pytestmark = pytest.mark.integration
 
@@ -302,3 +315,120 @@ def test_build_registry_adds_process_metrics(app: App) -> None:
     assert "\npython_info{" in text
     assert "\npython_gc_collections_total{" in text
     assert "\nbiomem_breaker_state{" in text
+
+
+# --------------------------------------------------------------------------- over real HTTP
+
+
+def scrape(api: FastAPI) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """GET /metrics from a real uvicorn server on loopback; samples by (name, labels)."""
+    with HealthServer(api, host="127.0.0.1", port=0) as server:
+        response = httpx.get(f"{server.url}/metrics", timeout=10)
+    assert response.status_code == 200
+    samples = {}
+    for family in text_string_to_metric_families(response.text):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples
+
+
+def test_retries_and_budget_exhaustion_are_counted(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Each retry and each retry the budget refused shows in /metrics, per dependency."""
+    config = tmp_path / "biomem.toml"
+    # A breaker that never judges, so retries stop only at attempts or the budget.
+    config.write_text(
+        "[resilience.ollama]\nwindow_size = 10000\nminimum_calls = 10000\nmax_attempts = 3\n"
+    )
+    monkeypatch.setenv("BIOMEM_CONFIG_FILE", str(config))
+    app = open_app(load_settings(), clock=FakeClock())  # backoff sleeps advance a fake clock
+    try:
+        attempts = 0
+
+        def down() -> None:
+            nonlocal attempts
+            attempts += 1
+            raise LLMUnavailable("ollama", "connection refused")
+
+        calls, refused = 60, 0
+        for _ in range(calls):
+            with pytest.raises(DependencyError) as caught:
+                app.guards.ollama.call(down)
+            # The budget gives up with the original error; the last attempt with RetryExhausted.
+            refused += not isinstance(caught.value, RetryExhaustedError)
+        assert 0 < refused < calls
+        monitor = HealthMonitor([])
+        samples = scrape(
+            create_api(
+                monitor=monitor,
+                app=app,
+                registry=build_registry(app, monitor, process_metrics=False),
+            )
+        )
+    finally:
+        app.close()
+    assert samples[("biomem_retries_total", (("dependency", "ollama"),))] == attempts - calls
+    assert samples[("biomem_retry_budget_exhausted_total", (("dependency", "ollama"),))] == refused
+    assert samples[("biomem_retries_total", (("dependency", "postgresql"),))] == 0
+    assert samples[("biomem_retry_budget_exhausted_total", (("dependency", "duckdb"),))] == 0
+
+
+def test_alert_metrics_firing_sent_failed_and_pending(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Alerts firing by severity, delivery attempts by receiver and result, pending ones."""
+    ok, refusing = WebhookServer(), WebhookServer()
+    ok.start()
+    refusing.start()
+    refusing.code = 400
+    try:
+        config = tmp_path / "biomem.toml"
+        config.write_text(
+            "[[alerts.receivers]]\n"
+            f'name = "refusing"\nurl = "{refusing.url}"\n\n'
+            "[[alerts.receivers]]\n"
+            'name = "down"\nurl = "http://127.0.0.1:9/hook"\ntimeout_seconds = 2\n'
+        )
+        monkeypatch.setenv("BIOMEM_CONFIG_FILE", str(config))
+        monkeypatch.setenv("HEALTH_ALERT_WEBHOOK_URL", ok.url)
+        clock = FakeClock()
+        app = open_app(load_settings(), clock=clock)
+        try:
+            monitor = HealthMonitor([])
+            service = AlertService(app, monitor)
+            service.manager.fire({"alertname": "A", "component": "duckdb", "severity": "critical"})
+            service.manager.fire({"alertname": "B", "component": "ollama", "severity": "warning"})
+            service.manager.fire({"alertname": "C", "component": "pg", "severity": "warning"})
+            service.manager.silence(
+                {"component": "pg"}, ends_at=datetime.now(UTC) + timedelta(hours=1)
+            )
+            clock.advance(10)  # group_wait
+            service.step()  # enqueue one per receiver, deliver
+            api = create_api(
+                monitor=monitor,
+                app=app,
+                registry=build_registry(app, monitor, process_metrics=False, alerts=service),
+            )
+            samples = scrape(api)
+            service.stop()
+        finally:
+            app.close()
+    finally:
+        ok.stop()
+        refusing.stop()
+
+    def notifications(receiver: str, result: str) -> float:
+        labels = (("receiver", receiver), ("result", result))
+        return samples[("biomem_alert_notifications_total", labels)]
+
+    firing = {
+        severity: samples[("biomem_alerts_firing", (("severity", severity),))]
+        for severity in ("info", "warning", "error", "critical")
+    }
+    assert firing == {"info": 0, "warning": 1, "error": 0, "critical": 1}
+    assert (notifications("default", "sent"), notifications("default", "failed")) == (1, 0)
+    assert (notifications("refusing", "sent"), notifications("refusing", "failed")) == (0, 1)
+    assert (notifications("down", "sent"), notifications("down", "failed")) == (0, 1)
+    assert samples[("biomem_alert_notifications_pending", ())] == 1  # "down" waits
+    assert len(ok.requests) == 1

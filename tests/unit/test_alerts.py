@@ -1,77 +1,21 @@
-"""Alert manager lifecycle, grouping, silences, payload, redaction, signing and delivery."""
+"""Alert manager on a fake clock: lifecycle, grouping, group_interval, repeat, silences, payload."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from collections.abc import Iterator
+from datetime import timedelta
 
-import httpx
 import pytest
 
-from biomem.alerts import (
-    AlertAdapters,
-    AlertManager,
-    NotificationStatus,
-    Outbox,
-    Receiver,
-    WebhookDeliverer,
-    fingerprint,
-    sign,
-    verify_signature,
-)
-from biomem.health.model import Status, StatusTransition
-from biomem.resilience.breaker import BreakerState, StateTransition
+from biomem.alerts import Receiver, fingerprint
 from biomem.resilience.clock import FakeClock
 from biomem.store import DuckDBStore
-
-EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
-DOWN = {"alertname": "ComponentUnhealthy", "component": "duckdb", "severity": "error"}
-
-
-@dataclass
-class Env:
-    clock: FakeClock
-    outbox: Outbox
-    manager: AlertManager
-    receivers: list[Receiver] = field(default_factory=list)
-
-    def wall(self) -> datetime:
-        return EPOCH + timedelta(seconds=self.clock.monotonic())
-
-    def run(self, seconds: float, step: float = 1.0) -> None:
-        """Let ``seconds`` pass, ticking every ``step`` as the daemon would."""
-        elapsed = 0.0
-        while elapsed < seconds:
-            self.clock.advance(step)
-            elapsed += step
-            self.manager.tick()
-
-    def payloads(self) -> list[dict[str, Any]]:
-        return [json.loads(n.payload) for n in self.outbox.list()]
+from tests.support.alert_rig import DOWN, EPOCH, Env, make_env
 
 
 @pytest.fixture
 def env(store: DuckDBStore) -> Iterator[Env]:
-    clock = FakeClock(1000.0)
-    outbox = Outbox(store)
-    outbox.ensure_schema()
-    receivers = [Receiver(name="ops", url="http://127.0.0.1:9/hook", secret="s3cret")]
-    holder: list[Env] = []
-    manager = AlertManager(
-        clock=clock,
-        wall_clock=lambda: holder[0].wall(),
-        outbox=outbox,
-        receivers=receivers,
-        group_wait_s=10,
-        repeat_interval_s=3600,
-        resolve_settle_s=30,
-        external_url="http://biomem.local:8080",
-    )
-    holder.append(Env(clock, outbox, manager, receivers))
-    yield holder[0]
+    yield make_env(store)
 
 
 def test_new_alert_notifies_once_after_group_wait(env: Env) -> None:
@@ -133,6 +77,34 @@ def test_alerts_within_group_wait_go_out_together(env: Env) -> None:
     assert payload["commonLabels"] == {"alertname": "ComponentUnhealthy", "severity": "error"}
 
 
+def test_alert_joining_a_notified_group_waits_for_group_interval(store: DuckDBStore) -> None:
+    """After a group's first notification, a new alert joining it waits group_interval."""
+    env = make_env(store, group_interval_s=300)
+    env.manager.fire(DOWN)
+    env.run(10)  # first notification at t=10 (group_wait)
+    env.run(50)
+    env.manager.fire({**DOWN, "component": "ollama"})
+    env.run(200)  # group_wait has long passed, group_interval has not (t=260 < 310)
+    assert len(env.payloads()) == 1
+    env.run(50)  # t=310: 300 s after the first notification
+    first, second = env.payloads()
+    assert len(first["alerts"]) == 1
+    assert {a["labels"]["component"] for a in second["alerts"]} == {"duckdb", "ollama"}
+    assert env.clock.monotonic() - 1000 == pytest.approx(310)
+
+
+def test_resolution_waits_for_group_interval_too(store: DuckDBStore) -> None:
+    """A settled resolution goes out at the group's next interval, not before."""
+    env = make_env(store, group_interval_s=300, resolve_settle_s=30)
+    env.manager.fire(DOWN)
+    env.run(10)
+    env.manager.resolve(DOWN)
+    env.run(299)  # settled long ago; 299 s since the first notification (t=10)
+    assert len(env.payloads()) == 1
+    env.run(1)
+    assert [p["status"] for p in env.payloads()] == ["firing", "resolved"]
+
+
 def test_still_firing_repeats_after_repeat_interval(env: Env) -> None:
     """An alert still firing is notified again once per repeat interval."""
     env.manager.fire(DOWN)
@@ -143,24 +115,49 @@ def test_still_firing_repeats_after_repeat_interval(env: Env) -> None:
     assert [p["status"] for p in env.payloads()] == ["firing", "firing", "firing"]
 
 
+def test_receivers_get_only_the_alerts_their_matchers_route(store: DuckDBStore) -> None:
+    """Receivers with matchers receive the matching alerts of a group; others all of them."""
+    receivers = [
+        Receiver(name="all", url="http://127.0.0.1:9/a"),
+        Receiver(name="pager", url="http://127.0.0.1:9/p", matchers={"severity": "critical"}),
+        Receiver(name="db", url="http://127.0.0.1:9/d", matchers={"component": "=~duck.*|pg"}),
+    ]
+    env = make_env(store, receivers=receivers)
+    env.manager.fire(DOWN)
+    env.manager.fire({**DOWN, "component": "ollama", "severity": "critical"})
+    env.run(10)
+
+    def components(receiver: str) -> list[set[str]]:
+        return [{a["labels"]["component"] for a in p["alerts"]} for p in env.payloads(receiver)]
+
+    assert components("all") == [{"duckdb", "ollama"}]
+    assert components("pager") == [{"ollama"}]
+    assert components("db") == [{"duckdb"}]
+
+
+# --------------------------------------------------------------------------- silences
+
+
 def test_silenced_alert_is_not_notified_until_silence_ends(env: Env) -> None:
     """A matching silence suppresses notifications; after it ends the alert is notified."""
-    sid = env.manager.silence({"component": "=~duck.*"}, until=env.wall() + timedelta(minutes=5))
+    silence = env.manager.silence(
+        {"component": "=~duck.*"}, ends_at=env.wall() + timedelta(hours=1)
+    )
     env.manager.fire(DOWN)
     env.run(120)
     assert env.outbox.list() == []
     assert env.manager.snapshot()["active"][0]["state"] == "suppressed"
-    env.manager.unsilence(sid)
+    assert env.manager.unsilence(silence.id) is not None
     env.run(9)
     assert env.outbox.list() == []
     env.run(2)
     assert len(env.outbox.list()) == 1
 
 
-def test_silence_expires_by_itself(env: Env) -> None:
-    """A silence stops muting at its end time."""
+def test_silence_expires_by_itself_on_the_managers_clock(env: Env) -> None:
+    """A silence stops muting at its end time, as the manager's clock tells it."""
     env.manager.silence(
-        {"alertname": "ComponentUnhealthy"}, until=env.wall() + timedelta(seconds=60)
+        {"alertname": "ComponentUnhealthy"}, ends_at=env.wall() + timedelta(seconds=60)
     )
     env.manager.fire(DOWN)
     env.run(60)
@@ -168,6 +165,73 @@ def test_silence_expires_by_itself(env: Env) -> None:
     env.run(11)
     assert len(env.outbox.list()) == 1
     assert env.manager.silences() == []
+
+
+def test_silences_survive_a_restart_and_record_who_and_why(store: DuckDBStore) -> None:
+    """A silence is stored: a new manager on the same store loads it (until it expires)."""
+    clock = FakeClock(1000.0)
+    first = make_env(store, clock=clock)
+    made = first.manager.silence(
+        {"component": "duckdb"},
+        ends_at=first.wall() + timedelta(minutes=10),
+        comment="maintenance",
+        created_by="alice",
+    )
+    restarted = make_env(store, clock=clock)
+    (shown,) = restarted.manager.silences()
+    assert shown["id"] == made.id
+    assert (shown["createdBy"], shown["comment"], shown["status"]) == (
+        "alice",
+        "maintenance",
+        "active",
+    )
+    restarted.manager.fire(DOWN)
+    restarted.run(60)
+    assert restarted.outbox.list() == []
+    clock.advance(600)
+    assert make_env(store, clock=clock).manager.silences() == []
+
+
+def test_unsilence_is_stored_too(store: DuckDBStore) -> None:
+    """An ended silence is not loaded again; ending an unknown one says so."""
+    clock = FakeClock(1000.0)
+    env = make_env(store, clock=clock)
+    made = env.manager.silence({"component": "duckdb"}, ends_at=env.wall() + timedelta(hours=1))
+    ended = env.manager.unsilence(made.id)
+    assert ended is not None and ended.ends_at == env.wall()
+    assert env.manager.unsilence(made.id) is None
+    assert make_env(store, clock=clock).manager.silences() == []
+
+
+@pytest.mark.parametrize(
+    ("matchers", "ends_in"),
+    [
+        pytest.param({}, timedelta(hours=1), id="no-matcher"),
+        pytest.param({"component": "=~("}, timedelta(hours=1), id="bad-regex"),
+        pytest.param({"bad label": "x"}, timedelta(hours=1), id="bad-label"),
+        pytest.param({"component": "duckdb"}, timedelta(0), id="not-in-future"),
+    ],
+)
+def test_bad_silences_are_refused(env: Env, matchers: dict[str, str], ends_in: timedelta) -> None:
+    """A silence without matchers, with a bad one, or already over is refused and not stored."""
+    with pytest.raises(ValueError):
+        env.manager.silence(matchers, ends_at=env.wall() + ends_in)
+    assert env.silences is not None and env.silences.active(env.wall()) == []
+
+
+def test_silence_comment_is_redacted(env: Env) -> None:
+    """A password pasted into a silence comment is masked before it is stored."""
+    env.manager.silence(
+        {"component": "duckdb"},
+        ends_at=env.wall() + timedelta(hours=1),
+        comment="db at postgresql://app:hunter2-planted@db/x is moving",
+    )
+    assert env.silences is not None
+    (stored,) = env.silences.active(env.wall())
+    assert "hunter2-planted" not in stored.comment
+
+
+# --------------------------------------------------------------------------- payload
 
 
 def test_payload_is_alertmanager_webhook_v4(env: Env) -> None:
@@ -205,212 +269,34 @@ def test_payload_is_alertmanager_webhook_v4(env: Env) -> None:
         "fingerprint",
     }
     assert alert["endsAt"] == "0001-01-01T00:00:00Z"
-    assert datetime.fromisoformat(alert["startsAt"]) == EPOCH + timedelta(seconds=1000)
+    assert alert["startsAt"] == (EPOCH + timedelta(seconds=1000)).isoformat().replace("+00:00", "Z")
     assert alert["fingerprint"] == fingerprint(DOWN)
 
 
-@pytest.mark.parametrize(
-    "annotations",
-    [
-        pytest.param({"password": "hunter2-planted"}, id="secret-key"),
-        pytest.param({"description": "connect failed: password=hunter2-planted"}, id="in-text"),
-        pytest.param({"dsn": "postgresql://u:hunter2-planted@db/x"}, id="url"),
-    ],
-)
-def test_planted_secret_never_reaches_the_payload(env: Env, annotations: dict[str, str]) -> None:
-    """A password in an annotation is masked before it is stored or sent."""
-    env.manager.fire(DOWN, annotations)
-    env.run(10)
-    (note,) = env.outbox.list()
-    assert "hunter2-planted" not in note.payload
-    assert "hunter2-planted" not in json.dumps(env.manager.snapshot())
-
-
-def test_signature_verifies_and_rejects_tampering_and_replay() -> None:
-    """A fresh signature verifies; a changed body, wrong secret or old timestamp does not."""
-    body = b'{"version":"4"}'
-    signature = sign("s3cret", "1700000000", body)
-    assert signature.startswith("sha256=")
-    assert verify_signature("s3cret", "1700000000", body, signature, now=1700000100)
-    assert not verify_signature("s3cret", "1700000000", body + b" ", signature, now=1700000100)
-    assert not verify_signature("other", "1700000000", body, signature, now=1700000100)
-    assert not verify_signature("s3cret", "1700000000", body, signature, now=1700000301)
-    assert not verify_signature("s3cret", "not-a-time", body, signature, now=1700000000)
-
-
-# --------------------------------------------------------------------------- adapters
-
-
-def test_health_transitions_fire_and_resolve(env: Env) -> None:
-    """Worsening fires the matching alert; healthy again resolves it."""
-    adapters = AlertAdapters(env.manager)
-
-    def move(previous: Status, current: Status) -> None:
-        adapters.on_health_transition(
-            StatusTransition(component="duckdb", previous=previous, current=current, at=env.wall())
-        )
-
-    move(Status.HEALTHY, Status.DEGRADED)
-    move(Status.DEGRADED, Status.CRITICAL)
-    active = env.manager.snapshot()["active"]
-    firing = [a["labels"] for a in active if a["status"] == "firing"]
-    assert firing == [
-        {"alertname": "ComponentUnhealthy", "component": "duckdb", "severity": "critical"}
-    ]
-    move(Status.CRITICAL, Status.HEALTHY)
-    assert all(a["status"] == "resolved" for a in env.manager.snapshot()["active"])
-
-
-def test_breaker_open_fires_and_close_resolves(env: Env) -> None:
-    """CircuitOpen fires on OPEN, stays through HALF_OPEN, resolves on CLOSED."""
-    adapters = AlertAdapters(env.manager)
-    states = [BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN, BreakerState.CLOSED]
-    adapters.on_breaker_event(StateTransition("ollama", states[0], states[1], 1.0))
-    env.run(10)
-    adapters.on_breaker_event(StateTransition("ollama", states[1], states[2], 2.0))
-    assert env.manager.stats().firing == 1
-    adapters.on_breaker_event(StateTransition("ollama", states[2], states[3], 3.0))
-    env.run(30)
-    assert [p["status"] for p in env.payloads()] == ["firing", "resolved"]
-    assert env.payloads()[0]["commonLabels"]["alertname"] == "CircuitOpen"
-
-
-# --------------------------------------------------------------------------- delivery
-
-
-Handler = Callable[[httpx.Request], httpx.Response]
-
-
-def deliverer_for(env: Env, handler: Handler) -> WebhookDeliverer:
-    return WebhookDeliverer(
-        env.outbox,
-        env.receivers,
-        clock=env.clock,
-        wall_clock=env.wall,
-        http=httpx.Client(transport=httpx.MockTransport(handler)),
-        max_delay_s=60,
-    )
-
-
-def test_5xx_is_retried_with_capped_backoff_then_delivered(env: Env) -> None:
-    """A 503 keeps the notification pending with a later attempt; a 200 delivers it."""
-    answers = iter([503, 503, 200])
-    deliverer = deliverer_for(env, lambda request: httpx.Response(next(answers)))
-    env.manager.fire(DOWN)
-    env.run(10)
-    assert deliverer.deliver_due().retrying
-    (note,) = env.outbox.list()
-    assert note.status is NotificationStatus.PENDING
-    assert note.last_status_code == 503
-    assert env.wall() <= note.next_attempt_at <= env.wall() + timedelta(seconds=60)
-    env.clock.advance(61)
-    deliverer.deliver_due()
-    env.clock.advance(61)
-    assert deliverer.deliver_due().delivered == (note.id,)
-    assert env.outbox.list()[0].attempts == 3
-
-
-def test_retry_after_is_honoured(env: Env) -> None:
-    """A 429 with Retry-After waits at least that long (capped at max_delay_s)."""
-    deliverer = deliverer_for(
-        env, lambda request: httpx.Response(429, headers={"Retry-After": "45"})
-    )
-    env.manager.fire(DOWN)
-    env.run(10)
-    deliverer.deliver_due()
-    (note,) = env.outbox.list()
-    assert note.next_attempt_at >= env.wall() + timedelta(seconds=45)
-
-
-def test_4xx_is_failed_not_retried(env: Env) -> None:
-    """A 400 marks the notification failed with its code and redacted body."""
-    calls: list[httpx.Request] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        calls.append(request)
-        return httpx.Response(400, text="bad payload; token=abcdef123456")
-
-    deliverer = deliverer_for(env, handler)
-    env.manager.fire(DOWN)
-    env.run(10)
-    assert deliverer.deliver_due().failed
-    env.clock.advance(3600)
-    assert deliverer.deliver_due().failed == ()
-    (note,) = env.outbox.list()
-    assert (note.status, note.last_status_code, len(calls)) == (NotificationStatus.FAILED, 400, 1)
-    assert note.last_error is not None and "abcdef123456" not in note.last_error
-
-
-def test_resolved_waits_for_its_firing(env: Env) -> None:
-    """A resolved notification is not sent while the firing one for its alert is pending."""
-    sent: list[str] = []
-    up = {"ok": False}
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        if not up["ok"]:
-            return httpx.Response(503)
-        sent.append(json.loads(request.content)["status"])
-        return httpx.Response(200)
-
-    deliverer = deliverer_for(env, handler)
-    env.manager.fire(DOWN)
-    env.run(10)
-    deliverer.deliver_due()
-    env.manager.resolve(DOWN)
-    env.run(30)
-    env.clock.advance(61)
-    assert len(env.outbox.due(env.wall())) == 1  # only the firing one is due
-    up["ok"] = True
-    report = deliverer.deliver_due()
-    assert len(report.delivered) == 2
-    assert sent == ["firing", "resolved"]
-
-
-def test_open_breaker_skips_receiver(env: Env) -> None:
-    """While the receiver's breaker is open, its notifications stay pending untouched."""
-    deliverer = deliverer_for(env, lambda request: httpx.Response(200))
-    deliverer.breaker("ops").transition_to_forced_open()
-    env.manager.fire(DOWN)
-    env.run(10)
-    assert deliverer.deliver_due().skipped
-    (note,) = env.outbox.list()
-    assert (note.status, note.attempts) == (NotificationStatus.PENDING, 0)
-    deliverer.breaker("ops").transition_to_closed()
-    assert deliverer.deliver_due().delivered == (note.id,)
-
-
-def test_signed_headers(env: Env) -> None:
-    """Each request carries a verifiable signature and the notification id as idempotency key."""
-    seen: list[httpx.Request] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(204)
-
-    deliverer = deliverer_for(env, handler)
-    env.manager.fire(DOWN)
-    env.run(10)
-    deliverer.deliver_due()
-    (request,) = seen
-    (note,) = env.outbox.list()
-    assert request.headers["Idempotency-Key"] == note.id
-    stamp = request.headers["X-Biomem-Timestamp"]
-    assert verify_signature(
-        "s3cret",
-        stamp,
-        request.content,
-        request.headers["X-Biomem-Signature"],
-        now=env.wall().timestamp(),
-    )
-
-
 def test_snapshot_matches_alerts_body(env: Env) -> None:
-    """snapshot() has exactly the keys and types /health/alerts expects."""
+    """snapshot() validates as the /health/alerts body, with silences and notifications."""
     from biomem.health.api import AlertsBody
 
+    env.manager.silence({"component": "postgresql"}, ends_at=env.wall() + timedelta(hours=1))
     env.manager.fire(DOWN)
     env.run(10)
     snapshot = env.manager.snapshot()
-    assert set(snapshot) == {"active", "recent", "undelivered"}
+    assert set(snapshot) == {"active", "recent", "undelivered", "silences", "notifications"}
     assert snapshot["undelivered"] == 1
+    (note,) = snapshot["notifications"]
+    assert (note["status"], note["kind"], note["receiver"]) == ("pending", "firing", "ops")
+    assert snapshot["silences"][0]["matchers"] == {"component": "postgresql"}
     AlertsBody.model_validate(snapshot)
+
+
+def test_firing_by_severity_leaves_silenced_alerts_out(env: Env) -> None:
+    """Every severity is counted (zero included); silenced alerts are not firing loudly."""
+    env.manager.fire(DOWN)
+    env.manager.fire({**DOWN, "component": "ollama", "severity": "critical"})
+    env.manager.silence({"component": "ollama"}, ends_at=env.wall() + timedelta(hours=1))
+    assert env.manager.firing_by_severity() == {
+        "info": 0,
+        "warning": 0,
+        "error": 1,
+        "critical": 0,
+    }

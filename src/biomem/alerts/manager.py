@@ -9,43 +9,43 @@ Life of an alert (times on the injected monotonic clock)::
                                                      │ fire again within the settle time:
                                                      └► FIRING again, nothing is sent (flap damping)
 
-Alerts are grouped by ``group_by`` labels (``alertname``). A group flushes,
-in one notification per receiver, when a new alert has waited
-``group_wait_s``, when a resolved alert has settled, or when
-``repeat_interval_s`` has passed since the last flush; the notification
-holds every firing alert of the group plus the settled resolved ones.
-Silenced alerts are left out while the silence lasts.
+Alerts are grouped by ``group_by`` labels (``alertname``); when a group
+flushes (group_wait, group_interval, repeat_interval: see
+:mod:`biomem.alerts.grouping`) it goes out in one notification per receiver
+whose matchers accept its alerts, holding every firing alert of the group
+plus the settled resolved ones. Silenced alerts are left out while a
+silence lasts; silences are durable (:mod:`biomem.alerts.silences`).
 
 Nothing here runs by itself: the daemon calls :meth:`AlertManager.tick`
 (every second, say) and a :class:`~biomem.alerts.webhook.WebhookDeliverer`
-sends what the outbox holds. State is in memory; the outbox is durable.
+sends what the outbox holds. Alert state is in memory; the outbox and the
+silences are durable.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import structlog
 
+from biomem.alerts.grouping import Alert, Group, Timing, describe, plan
 from biomem.alerts.model import (
     AlertStatus,
-    AlertView,
     Receiver,
-    Silence,
+    Severity,
     build_payload,
     clean_labels,
     group_key,
-    rfc3339,
 )
 from biomem.alerts.model import fingerprint as fingerprint_of
-from biomem.alerts.outbox import NewNotification, NotificationStatus, Outbox
+from biomem.alerts.outbox import NewNotification, Notification, NotificationStatus, Outbox
+from biomem.alerts.silences import Silence, Silences, SilenceStore, new_silence
 from biomem.resilience.clock import Clock
 
 __all__ = ["AlertManager", "AlertStats", "WallClock"]
@@ -53,41 +53,21 @@ __all__ = ["AlertManager", "AlertStats", "WallClock"]
 log: structlog.typing.FilteringBoundLogger = structlog.get_logger(__name__)
 
 WallClock = Callable[[], datetime]
+T = TypeVar("T")
 
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-@dataclass(slots=True, kw_only=True)
-class _Alert:
-    fingerprint: str
-    labels: dict[str, str]
-    annotations: dict[str, str]
-    starts_at: datetime
-    status: AlertStatus = AlertStatus.FIRING
-    ends_at: datetime | None = None
-    resolved_mono: float | None = None
-    notified: AlertStatus | None = None  # what receivers were last told
+class StoreRead(Protocol):
+    """Runs a store read and returns its result (directly, or bounded in time)."""
 
-    def view(self) -> AlertView:
-        return AlertView(
-            fingerprint=self.fingerprint,
-            status=self.status,
-            labels=self.labels,
-            annotations=self.annotations,
-            starts_at=self.starts_at,
-            ends_at=self.ends_at,
-        )
+    def __call__(self, fn: Callable[[], T], /) -> T: ...
 
 
-@dataclass(slots=True, kw_only=True)
-class _Group:
-    key: str
-    labels: dict[str, str]
-    fingerprints: dict[str, None] = field(default_factory=dict)  # ordered set
-    pending_since: float | None = None  # when an un-notified firing alert arrived
-    last_flush: float | None = None
+def _read_now(fn: Callable[[], T], /) -> T:
+    return fn()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -95,6 +75,7 @@ class AlertStats:
     """Numbers for metrics (the outbox ones are read at call time)."""
 
     firing: int  # firing, not silenced (notified or still waiting)
+    firing_by_severity: Mapping[str, int]  # the same, by severity; every severity present
     silenced: int
     silences: int
     notifications_enqueued: int  # since start, one per receiver
@@ -109,6 +90,10 @@ class AlertManager:
     Thread-safe: adapters may fire from breaker or monitor threads while the
     daemon ticks. The lock is re-entrant, because a store breaker can emit an
     event (and so fire an alert) from inside :meth:`tick`'s outbox write.
+
+    Args:
+        silence_store: where silences are kept; its active ones are loaded now.
+            None keeps them in memory only (tests).
     """
 
     def __init__(
@@ -119,32 +104,30 @@ class AlertManager:
         outbox: Outbox,
         receivers: Sequence[Receiver],
         group_wait_s: float = 10.0,
+        group_interval_s: float = 300.0,
         repeat_interval_s: float = 4 * 3600.0,
         resolve_settle_s: float = 30.0,
         external_url: str = "",
         group_by: Sequence[str] = ("alertname",),
         recent_max: int = 50,
+        silence_store: SilenceStore | None = None,
     ) -> None:
-        for name, value in (
-            ("group_wait_s", group_wait_s),
-            ("repeat_interval_s", repeat_interval_s),
-            ("resolve_settle_s", resolve_settle_s),
-        ):
-            if value < 0:
-                raise ValueError(f"AlertManager.{name} must be ≥ 0, got {value!r}")
+        self._timing = Timing(
+            group_wait_s=float(group_wait_s),
+            group_interval_s=float(group_interval_s),
+            repeat_interval_s=float(repeat_interval_s),
+            resolve_settle_s=float(resolve_settle_s),
+        )
         self._clock = clock
         self._wall = wall_clock
         self._outbox = outbox
         self._receivers = tuple(receivers)
-        self._group_wait = float(group_wait_s)
-        self._repeat = float(repeat_interval_s)
-        self._settle = float(resolve_settle_s)
         self._external_url = external_url
         self._group_by = tuple(group_by)
         self._lock = threading.RLock()
-        self._alerts: dict[str, _Alert] = {}
-        self._groups: dict[str, _Group] = {}
-        self._silences: dict[str, Silence] = {}
+        self._alerts: dict[str, Alert] = {}
+        self._groups: dict[str, Group] = {}
+        self._silences = Silences(silence_store, now=wall_clock())
         self._recent: deque[dict[str, Any]] = deque(maxlen=recent_max)
         self._enqueued = 0
         self._undelivered = 0  # last count read, shown if the store cannot answer
@@ -162,7 +145,7 @@ class AlertManager:
         with self._lock:
             alert = self._alerts.get(fp)
             if alert is None:
-                alert = _Alert(
+                alert = Alert(
                     fingerprint=fp, labels=clean, annotations=notes, starts_at=self._wall()
                 )
                 self._alerts[fp] = alert
@@ -201,48 +184,65 @@ class AlertManager:
             log.info("alert_resolved", alertname=alert.labels["alertname"], fingerprint=fp)
             return True
 
-    def _group_for(self, labels: Mapping[str, str]) -> _Group:
+    def firing(self, labels: Mapping[str, object]) -> bool:
+        """Whether the alert with ``labels`` is firing (resolving ones are not)."""
+        fp = fingerprint_of(clean_labels(labels))
+        with self._lock:
+            alert = self._alerts.get(fp)
+            return alert is not None and alert.status is AlertStatus.FIRING
+
+    def _group_for(self, labels: Mapping[str, str]) -> Group:
         group_labels = {k: labels[k] for k in self._group_by if k in labels}
         key = group_key(group_labels)
         group = self._groups.get(key)
         if group is None:
-            group = self._groups[key] = _Group(key=key, labels=group_labels)
+            group = self._groups[key] = Group(key=key, labels=group_labels)
         return group
 
-    def _forget(self, alert: _Alert) -> None:
+    def _forget(self, alert: Alert) -> None:
         self._alerts.pop(alert.fingerprint, None)
         for key, group in list(self._groups.items()):
             group.fingerprints.pop(alert.fingerprint, None)
             if not group.fingerprints:
                 del self._groups[key]
-        self._recent.appendleft(_describe(alert, state="resolved"))
+        self._recent.appendleft(describe(alert, state="resolved"))
 
     # ----------------------------------------------------------------- silences
 
-    def silence(self, matchers: Mapping[str, str], until: datetime, comment: str = "") -> str:
-        """Mute matching alerts until ``until``; return the silence's id."""
-        silence = Silence(
-            id=str(uuid.uuid4()),
-            matchers=dict(matchers),
-            until=until,
-            comment=comment,
-            created_at=self._wall(),
-        )
-        with self._lock:
-            self._silences[silence.id] = silence
-        return silence.id
+    def silence(
+        self,
+        matchers: Mapping[str, str],
+        *,
+        ends_at: datetime,
+        comment: str = "",
+        created_by: str = "",
+    ) -> Silence:
+        """Mute matching alerts until ``ends_at`` (stored first when there is a store).
 
-    def unsilence(self, silence_id: str) -> bool:
-        """End a silence now; False if there was none with that id."""
-        with self._lock:
-            return self._silences.pop(silence_id, None) is not None
+        Raises:
+            ValueError: no matcher, a bad one, or an end not in the future.
+        """
+        silence = new_silence(
+            matchers, ends_at=ends_at, now=self._wall(), created_by=created_by, comment=comment
+        )
+        self._silences.add(silence)
+        log.info("alert_silence_added", id=silence.id, ends_at=silence.ends_at.isoformat())
+        return silence
+
+    def unsilence(self, silence_id: str) -> Silence | None:
+        """End a silence now; None if no active silence has that id."""
+        ended = self._silences.expire(silence_id, now=self._wall())
+        if ended is not None:
+            log.info("alert_silence_expired", id=silence_id)
+        return ended
 
     def silences(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return [s.as_dict() for s in self._silences.values()]
+        """The active silences as JSON data."""
+        wall = self._wall()
+        return [s.as_dict(wall) for s in self._silences.active(wall)]
 
-    def _silenced(self, alert: _Alert, wall: datetime) -> bool:
-        return any(s.active(wall) and s.matches(alert.labels) for s in self._silences.values())
+    def _silenced(self, alert: Alert, wall: datetime) -> bool:
+        return self._silences.mutes(alert.labels, wall)
 
     # ----------------------------------------------------------------- time
 
@@ -254,13 +254,13 @@ class AlertManager:
         """
         now = self._clock.monotonic()
         wall = self._wall()
+        self._silences.prune(wall)
         with self._lock:
-            for sid in [sid for sid, s in self._silences.items() if not s.active(wall)]:
-                del self._silences[sid]
             items: list[NewNotification] = []
-            flushed: list[tuple[_Group, list[_Alert], list[_Alert]]] = []
+            flushed: list[tuple[Group, list[Alert], list[Alert]]] = []
             for group in list(self._groups.values()):
-                planned = self._plan(group, now, wall)
+                members = [self._alerts[fp] for fp in group.fingerprints if fp in self._alerts]
+                planned = plan(group, members, now, self._timing, lambda a: self._silenced(a, wall))
                 if planned is not None:
                     firing, settled = planned
                     items.extend(self._notifications(group, firing, settled))
@@ -277,46 +277,17 @@ class AlertManager:
             self._enqueued += len(items)
             return len(items)
 
-    def _plan(
-        self, group: _Group, now: float, wall: datetime
-    ) -> tuple[list[_Alert], list[_Alert]] | None:
-        """The group's firing and settled alerts if it must flush now, else None."""
-        members = [self._alerts[fp] for fp in group.fingerprints if fp in self._alerts]
-        firing = [
-            a for a in members if a.status is AlertStatus.FIRING and not self._silenced(a, wall)
-        ]
-        settled = [
-            a
-            for a in members
-            if a.status is AlertStatus.RESOLVED
-            and a.resolved_mono is not None
-            and now - a.resolved_mono >= self._settle
-        ]
-        fresh = any(a.notified is not AlertStatus.FIRING for a in firing)
-        if not fresh:
-            group.pending_since = None
-        elif group.pending_since is None:  # e.g. its silence just ended
-            group.pending_since = now
-        due_new = (
-            fresh
-            and group.pending_since is not None
-            and now - group.pending_since >= self._group_wait
-        )
-        due_repeat = (
-            any(a.notified is AlertStatus.FIRING for a in firing)
-            and group.last_flush is not None
-            and now - group.last_flush >= self._repeat
-        )
-        if due_new or settled or due_repeat:
-            return firing, settled
-        return None
-
     def _notifications(
-        self, group: _Group, firing: list[_Alert], settled: list[_Alert]
+        self, group: Group, firing: list[Alert], settled: list[Alert]
     ) -> list[NewNotification]:
         out = []
         for receiver in self._receivers:
-            alerts = firing + (settled if receiver.send_resolved else [])
+            # Routing: each receiver hears only of the alerts its matchers accept.
+            alerts = [
+                a
+                for a in firing + (settled if receiver.send_resolved else [])
+                if receiver.accepts(a.labels)
+            ]
             if not alerts:
                 continue
             payload = build_payload(
@@ -338,8 +309,15 @@ class AlertManager:
 
     # ----------------------------------------------------------------- reading
 
-    def snapshot(self) -> dict[str, Any]:
-        """``{"active": [...], "recent": [...], "undelivered": n}`` for ``/health/alerts``."""
+    def snapshot(
+        self, notifications_max: int = 100, *, read: StoreRead = _read_now
+    ) -> dict[str, Any]:
+        """What ``/health/alerts`` shows: active and recent alerts, silences, undelivered
+        notifications (pending and failed) and how many there are.
+
+        ``read`` runs the outbox reads (a bounded reader gives up on a busy store,
+        and the last count read is shown).
+        """
         wall = self._wall()
         with self._lock:
             active = []
@@ -350,39 +328,57 @@ class AlertManager:
                     state = "resolving"
                 else:
                     state = "active" if alert.notified is AlertStatus.FIRING else "pending"
-                active.append(_describe(alert, state=state))
+                active.append(describe(alert, state=state))
             recent = list(self._recent)
+        notes: list[dict[str, Any]] = []
+
+        def outbox() -> tuple[dict[NotificationStatus, int], list[Notification]]:
+            return self._outbox.counts(), self._outbox.undelivered(notifications_max)
+
         try:
-            self._undelivered = self._outbox.counts()[NotificationStatus.PENDING]
-        except Exception:  # the store is down: show the last count rather than fail
-            log.warning("alert_outbox_count_failed", exc_info=True)
-        return {"active": active, "recent": recent, "undelivered": self._undelivered}
+            counts, waiting = read(outbox)
+            self._undelivered = (
+                counts[NotificationStatus.PENDING] + counts[NotificationStatus.FAILED]
+            )
+            notes = [n.as_dict() for n in waiting]
+        except Exception:  # the store is down or busy: show the last count rather than fail
+            log.warning("alert_outbox_read_failed", exc_info=True)
+        return {
+            "active": active,
+            "recent": recent,
+            "undelivered": self._undelivered,
+            "silences": self.silences(),
+            "notifications": notes,
+        }
+
+    def firing_by_severity(self) -> dict[str, int]:
+        """Alerts firing and not silenced, by severity (every severity present); memory only."""
+        wall = self._wall()
+        with self._lock:
+            loud = [
+                a
+                for a in self._alerts.values()
+                if a.status is AlertStatus.FIRING and not self._silenced(a, wall)
+            ]
+        by_severity = Counter(a.labels.get("severity", "") for a in loud)
+        return {s.value: by_severity.get(s.value, 0) for s in Severity}
 
     def stats(self) -> AlertStats:
+        """Alert numbers and the outbox's counts (which read the store)."""
         wall = self._wall()
         with self._lock:
             live = [a for a in self._alerts.values() if a.status is AlertStatus.FIRING]
-            silenced = sum(1 for a in live if self._silenced(a, wall))
-            silences, enqueued = len(self._silences), self._enqueued
+            loud = [a for a in live if not self._silenced(a, wall)]
+            enqueued = self._enqueued
+        by_severity = Counter(a.labels.get("severity", "") for a in loud)
         counts = self._outbox.counts()
         return AlertStats(
-            firing=len(live) - silenced,
-            silenced=silenced,
-            silences=silences,
+            firing=len(loud),
+            firing_by_severity={s.value: by_severity.get(s.value, 0) for s in Severity},
+            silenced=len(live) - len(loud),
+            silences=len(self._silences.active(wall)),
             notifications_enqueued=enqueued,
             outbox_pending=counts[NotificationStatus.PENDING],
             outbox_delivered=counts[NotificationStatus.DELIVERED],
             outbox_failed=counts[NotificationStatus.FAILED],
         )
-
-
-def _describe(alert: _Alert, *, state: str) -> dict[str, Any]:
-    return {
-        "fingerprint": alert.fingerprint,
-        "status": alert.status.value,
-        "state": state,
-        "labels": dict(alert.labels),
-        "annotations": dict(alert.annotations),
-        "startsAt": rfc3339(alert.starts_at),
-        "endsAt": rfc3339(alert.ends_at),
-    }

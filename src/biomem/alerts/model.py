@@ -23,9 +23,9 @@ __all__ = [
     "ZERO_TIME",
     "AlertStatus",
     "AlertView",
+    "Matchers",
     "Receiver",
     "Severity",
-    "Silence",
     "build_payload",
     "clean_labels",
     "fingerprint",
@@ -94,6 +94,48 @@ def rfc3339(when: datetime | None) -> str:
     return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+_LABEL_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class Matchers:
+    """Label matchers: ``{"label": "value"}`` matches exactly, ``{"label": "=~regex"}`` by
+    full regular expression; labels match when every matcher does (no matcher: all match).
+
+    Raises:
+        ValueError: a label that is not a label name, or a bad regular expression.
+    """
+
+    __slots__ = ("_exact", "_patterns")
+
+    def __init__(self, matchers: Mapping[str, str]) -> None:
+        self._exact: dict[str, str] = {}
+        self._patterns: dict[str, re.Pattern[str]] = {}
+        for name, value in matchers.items():
+            if not _LABEL_NAME.fullmatch(name):
+                raise ValueError(f"matcher label {name!r} is not a label name")
+            if not isinstance(value, str):
+                raise ValueError(f"matcher {name!r}: the value must be text")
+            if value.startswith("=~"):
+                try:
+                    self._patterns[name] = re.compile(value[2:])
+                except re.error as exc:
+                    raise ValueError(f"matcher {name!r}: bad regular expression ({exc})") from None
+            else:
+                self._exact[name] = value
+
+    def __call__(self, labels: Mapping[str, str]) -> bool:
+        for name, value in self._exact.items():
+            if labels.get(name, "") != value:
+                return False
+        return all(p.fullmatch(labels.get(n, "")) is not None for n, p in self._patterns.items())
+
+    def __bool__(self) -> bool:
+        return bool(self._exact or self._patterns)
+
+    def as_dict(self) -> dict[str, str]:
+        return {**self._exact, **{n: "=~" + p.pattern for n, p in self._patterns.items()}}
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Receiver:
     """A webhook that receives notifications.
@@ -104,6 +146,7 @@ class Receiver:
         secret: signs each request (see :mod:`biomem.alerts.webhook`); None: unsigned.
         timeout_s: the whole request's timeout.
         send_resolved: whether resolved notifications go to this receiver.
+        matchers: routing: only alerts whose labels match (see :class:`Matchers`); none: all.
     """
 
     name: str
@@ -111,8 +154,11 @@ class Receiver:
     secret: str | None = field(default=None, repr=False)
     timeout_s: float = 10.0
     send_resolved: bool = True
+    matchers: Mapping[str, str] = field(default_factory=dict)
+    _route: Matchers = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "_route", Matchers(self.matchers))
         if not self.name:
             raise ValueError("Receiver.name must be non-empty")
         if not self.url.startswith(("http://", "https://")):
@@ -123,59 +169,9 @@ class Receiver:
     def __repr__(self) -> str:
         return f"Receiver(name={self.name!r}, url={mask_url(self.url, hide_path=True)!r})"
 
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Silence:
-    """Mutes every alert whose labels match all ``matchers`` until ``until`` (wall time).
-
-    A matcher value ``"=~regex"`` matches by full regular expression; any
-    other value matches exactly.
-    """
-
-    id: str
-    matchers: Mapping[str, str]
-    until: datetime
-    comment: str = ""
-    created_at: datetime | None = None
-    _patterns: Mapping[str, re.Pattern[str]] = field(default_factory=dict, repr=False)
-
-    def __post_init__(self) -> None:
-        if not self.matchers:
-            raise ValueError("a silence needs at least one matcher")
-        if self.until.tzinfo is None:
-            raise ValueError(f"Silence.until must be timezone-aware, got {self.until!r}")
-        patterns = {}
-        for name, value in self.matchers.items():
-            if value.startswith("=~"):
-                try:
-                    patterns[name] = re.compile(value[2:])
-                except re.error as exc:
-                    raise ValueError(f"silence matcher {name!r}: bad regex: {exc}") from exc
-        object.__setattr__(self, "_patterns", patterns)
-
-    def matches(self, labels: Mapping[str, str]) -> bool:
-        """Whether every matcher matches ``labels``."""
-        for name, value in self.matchers.items():
-            actual = labels.get(name, "")
-            pattern = self._patterns.get(name)
-            if pattern is not None:
-                if pattern.fullmatch(actual) is None:
-                    return False
-            elif actual != value:
-                return False
-        return True
-
-    def active(self, now: datetime) -> bool:
-        return now < self.until
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "matchers": dict(self.matchers),
-            "until": rfc3339(self.until),
-            "comment": self.comment,
-            "createdAt": rfc3339(self.created_at) if self.created_at else None,
-        }
+    def accepts(self, labels: Mapping[str, str]) -> bool:
+        """Whether an alert with ``labels`` is routed to this receiver."""
+        return self._route(labels)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

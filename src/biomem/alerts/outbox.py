@@ -77,6 +77,22 @@ class Notification:
     last_status_code: int | None = None
     delivered_at: datetime | None = None
 
+    def as_dict(self) -> dict[str, Any]:
+        """The notification without its payload, as JSON data (for /health/alerts)."""
+        return {
+            "id": self.id,
+            "receiver": self.receiver,
+            "status": self.status.value,
+            "kind": self.status_kind,
+            "groupKey": self.group_key,
+            "fingerprints": list(self.fingerprints),
+            "attempts": self.attempts,
+            "createdAt": self.created_at.isoformat(),
+            "nextAttemptAt": self.next_attempt_at.isoformat(),
+            "lastError": self.last_error,
+            "lastStatusCode": self.last_status_code,
+        }
+
 
 _COLUMNS: Final = (
     "id, seq, receiver, group_key, status_kind, fingerprints, alert_seqs, payload, status, "
@@ -254,6 +270,16 @@ class Outbox:
             rows = con.execute(
                 f"SELECT {_COLUMNS} FROM alert_outbox {where} ORDER BY seq LIMIT ?",
                 [*params, max(0, limit)],
+            ).fetchall()
+        return [_decode(r) for r in rows]
+
+    def undelivered(self, limit: int = 100) -> builtins.list[Notification]:
+        """PENDING and FAILED rows (never delivered), in enqueue order."""
+        with self._transactions.transaction() as con:
+            rows = con.execute(
+                f"SELECT {_COLUMNS} FROM alert_outbox WHERE status <> 'delivered' "
+                "ORDER BY seq LIMIT ?",
+                [max(0, limit)],
             ).fetchall()
         return [_decode(r) for r in rows]
 

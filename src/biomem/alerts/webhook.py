@@ -183,6 +183,20 @@ class WebhookDeliverer:
         self.sent_total = 0
         self.failed_total = 0
         self.retried_total = 0
+        # Attempts by (receiver, result) since start: "sent" (2xx) and "failed"
+        # (every attempt that did not deliver: retried later, or refused for good),
+        # as Alertmanager counts notifications and failed notifications.
+        self._attempts: dict[tuple[str, str], int] = {}
+        for name in self._receivers:
+            self._attempts[(name, "sent")] = self._attempts[(name, "failed")] = 0
+
+    def attempts(self) -> dict[tuple[str, str], int]:
+        """Delivery attempts since start by (receiver, ``sent`` | ``failed``)."""
+        return dict(self._attempts)
+
+    def _count(self, receiver: str, result: str) -> None:
+        # Only the delivery thread writes; readers copy the dict.
+        self._attempts[(receiver, result)] = self._attempts.get((receiver, result), 0) + 1
 
     def breaker(self, receiver: str) -> CircuitBreaker:
         return self._breakers[receiver]
@@ -252,6 +266,7 @@ class WebhookDeliverer:
             permit.success()
             self._outbox.mark_delivered(note.id, status_code=code, now=self._wall())
             self.sent_total += 1
+            self._count(receiver.name, "sent")
             log.info("alert_delivered", receiver=receiver.name, id=note.id, status=code)
             return "delivered"
         excerpt = " ".join(redact_text(response.text[:_EXCERPT]).split())
@@ -268,6 +283,7 @@ class WebhookDeliverer:
         permit.success()
         self._outbox.mark_failed(note.id, error=error, status_code=code)
         self.failed_total += 1
+        self._count(receiver.name, "failed")
         log.error("alert_delivery_refused", receiver=receiver.name, id=note.id, status=code)
         return "failed"
 
@@ -290,6 +306,7 @@ class WebhookDeliverer:
             next_attempt_at=self._wall() + timedelta(seconds=delay),
         )
         self.retried_total += 1
+        self._count(note.receiver, "failed")
         log.warning(
             "alert_delivery_retry",
             receiver=note.receiver,

@@ -15,6 +15,7 @@ from biomem.config.filecfg import (
 )
 from biomem.config.loader import load_file_settings, load_settings
 from biomem.config.tree import (
+    AlertReceiver,
     AlertSettings,
     HealthSettings,
     LoggingSettings,
@@ -26,6 +27,7 @@ from biomem.config.tree import (
 )
 
 __all__ = [
+    "AlertReceiver",
     "AlertSettings",
     "EnvSettings",
     "FileSettings",

@@ -25,6 +25,8 @@ def effective_config(settings: Settings) -> dict[str, Any]:
     data["postgres"]["url"] = mask_url(pg_url.get_secret_value()) if pg_url else None
     hook = settings.alerts.webhook_url
     data["alerts"]["webhook_url"] = mask_url(hook, hide_path=True) if hook else None
+    for shown, receiver in zip(data["alerts"]["receivers"], settings.alerts.receivers, strict=True):
+        shown["url"] = mask_url(receiver.url, hide_path=True)
     return data
 
 

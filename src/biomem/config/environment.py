@@ -157,6 +157,11 @@ class EnvSettings(BaseSettings):
         alias="ALERT_GROUP_WAIT",
         description='a duration such as "10s", "1m" (or seconds)',
     )
+    alert_group_interval: str = Field(
+        default="5m",
+        alias="ALERT_GROUP_INTERVAL",
+        description='a duration such as "30s", "5m" (wait before re-notifying a changed group)',
+    )
     alert_repeat_interval: str = Field(
         default="4h",
         alias="ALERT_REPEAT_INTERVAL",
@@ -194,7 +199,9 @@ class EnvSettings(BaseSettings):
     def _lower(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("alert_group_wait", "alert_repeat_interval", "alert_resolve_settle")
+    @field_validator(
+        "alert_group_wait", "alert_group_interval", "alert_repeat_interval", "alert_resolve_settle"
+    )
     @classmethod
     def _duration(cls, value: str) -> str:
         text = value.strip()

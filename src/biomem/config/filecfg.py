@@ -11,9 +11,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from biomem.config.environment import UNIT_SECONDS
+from biomem.config.environment import UNIT_SECONDS, HttpURL
 
 __all__ = [
+    "AlertFileSettings",
     "ConsolidationSettings",
     "DependencyGuard",
     "DreamSettings",
@@ -23,6 +24,7 @@ __all__ = [
     "LongTermSettings",
     "PipelineSettings",
     "PostgresSourceSettings",
+    "ReceiverSettings",
     "RecoveryRule",
     "RecoverySettings",
     "ResilienceSettings",
@@ -284,6 +286,55 @@ class RecoverySettings(_Section):
     rules: list[RecoveryRule] = Field(default_factory=list)
 
 
+def _matchers(value: dict[str, str]) -> dict[str, str]:
+    for label, wanted in value.items():
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", label):
+            raise ValueError(f"matcher label {label!r} is not a label name")
+        if wanted.startswith("=~"):
+            try:
+                re.compile(wanted[2:])
+            except re.error as exc:
+                raise ValueError(f"matcher {label!r}: bad regular expression ({exc})") from None
+    return value
+
+
+Matchers = Annotated[
+    dict[str, str],
+    AfterValidator(_matchers),
+    Field(description='label = "value" or label = "=~regex"; every matcher must match'),
+]
+
+
+class ReceiverSettings(_Section):
+    """One webhook receiver; its secret comes from the environment variable ``secret_env``."""
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9_.-]{1,63}$", description="a name of letters, digits, _ . -"
+    )
+    url: HttpURL = Field(description="an http(s) URL with a host")
+    secret_env: Identifier | None = Field(
+        default=None, description="the name of an environment variable holding the HMAC secret"
+    )
+    matchers: Matchers = Field(default_factory=dict)
+    timeout_seconds: float = Field(default=10, gt=0, le=300, description="seconds in (0, 300]")
+    send_resolved: bool = True
+
+
+class AlertFileSettings(_Section):
+    """Webhook receivers besides HEALTH_ALERT_WEBHOOK_URL (which is the receiver "default")."""
+
+    receivers: list[ReceiverSettings] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self) -> AlertFileSettings:
+        names = [r.name for r in self.receivers]
+        if "default" in names:
+            raise ValueError('receiver name "default" is HEALTH_ALERT_WEBHOOK_URL\'s')
+        if len(names) != len(set(names)):
+            raise ValueError("receiver names must be unique")
+        return self
+
+
 class FileSettings(_Section):
     """The whole TOML file; every section optional."""
 
@@ -293,3 +344,4 @@ class FileSettings(_Section):
     pipeline: PipelineSettings = PipelineSettings()
     recovery: RecoverySettings = RecoverySettings()
     resilience: ResilienceSettings = ResilienceSettings()
+    alerts: AlertFileSettings = AlertFileSettings()

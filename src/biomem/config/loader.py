@@ -6,16 +6,19 @@ Any invalid value raises :class:`ConfigurationError` naming the variable (or
 
 from __future__ import annotations
 
+import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic_core import ErrorDetails
 
 from biomem.config.environment import EnvSettings, duration_seconds
-from biomem.config.filecfg import FileSettings
+from biomem.config.filecfg import AlertFileSettings, FileSettings
 from biomem.config.tree import (
+    AlertReceiver,
     AlertSettings,
     HealthSettings,
     LoggingSettings,
@@ -68,6 +71,8 @@ def load_settings() -> Settings:
             group_wait_seconds=duration_seconds(env.alert_group_wait),
             repeat_interval_seconds=duration_seconds(env.alert_repeat_interval),
             resolve_settle_seconds=duration_seconds(env.alert_resolve_settle),
+            group_interval_seconds=duration_seconds(env.alert_group_interval),
+            receivers=_receivers(file.alerts, env.biomem_config_file, os.environ),
         ),
         recovery=RecoverySettings(
             enabled=env.automated_recovery_enabled,
@@ -106,6 +111,40 @@ def load_file_settings(path: Path | None) -> FileSettings:
         raise _file_error(where, exc.errors()[0]) from None
 
 
+_MIN_SECRET = 16
+
+
+def _receivers(
+    alerts: AlertFileSettings, path: Path | None, environ: Mapping[str, str]
+) -> list[AlertReceiver]:
+    """The TOML receivers with their secrets read from the variables they name."""
+    out = []
+    for index, receiver in enumerate(alerts.receivers):
+        secret = None
+        if receiver.secret_env is not None:
+            value = environ.get(receiver.secret_env, "")
+            if len(value) < _MIN_SECRET:
+                state = "is not set" if not value else f"has only {len(value)} characters"
+                raise ConfigurationError(
+                    f"BIOMEM_CONFIG_FILE ({path}) [alerts.receivers][{index}].secret_env",
+                    f"the name of an environment variable holding at least {_MIN_SECRET} "
+                    "characters",
+                    detail=f"{receiver.secret_env} {state}",
+                )
+            secret = SecretStr(value)
+        out.append(
+            AlertReceiver(
+                name=receiver.name,
+                url=receiver.url,
+                secret=secret,
+                matchers=dict(receiver.matchers),
+                timeout_seconds=receiver.timeout_seconds,
+                send_resolved=receiver.send_resolved,
+            )
+        )
+    return out
+
+
 def _env_error(error: ErrorDetails) -> ConfigurationError:
     variable = str(error["loc"][0]) if error["loc"] else "environment"
     field = _field_by_alias(variable)
@@ -136,6 +175,9 @@ def _file_error(where: str, error: ErrorDetails) -> ConfigurationError:
     model, field_desc = _walk(FileSettings, loc)
     section = ".".join(loc[:-1])
     key = f"[{section}].{loc[-1]}" if section else (loc[-1] if loc else "(top level)")
+    indexes = "".join(f"[{part}]" for part in error["loc"] if isinstance(part, int))
+    if indexes and section:  # which entry of an array of tables: [alerts.receivers][1].url
+        key = f"[{section}]{indexes}.{loc[-1]}"
     if error["type"] == "extra_forbidden":
         allowed = ", ".join(model.model_fields) if model is not None else "known keys"
         return ConfigurationError(
@@ -143,6 +185,8 @@ def _file_error(where: str, error: ErrorDetails) -> ConfigurationError:
         )
     accepts = field_desc or _describe_type(error)
     raw = error.get("input")
+    if loc and loc[-1] == "url" and isinstance(raw, str):
+        raw = mask_url(raw, hide_path=True)  # webhook URLs carry their token in the path
     shown = (
         f"{raw!r} is not accepted ({error['msg']})" if not isinstance(raw, dict) else error["msg"]
     )

@@ -17,6 +17,7 @@ from biomem.config.filecfg import (
 )
 
 __all__ = [
+    "AlertReceiver",
     "AlertSettings",
     "HealthSettings",
     "LoggingSettings",
@@ -62,12 +63,25 @@ class HealthSettings(_Group):
     thresholds: ThresholdSettings
 
 
+class AlertReceiver(_Group):
+    """A webhook receiver from ``[[alerts.receivers]]``, its secret read from the environment."""
+
+    name: str
+    url: str
+    secret: SecretStr | None
+    matchers: dict[str, str]
+    timeout_seconds: float
+    send_resolved: bool
+
+
 class AlertSettings(_Group):
     webhook_url: str | None
     webhook_secret: SecretStr | None
     group_wait_seconds: float
     repeat_interval_seconds: float
     resolve_settle_seconds: float
+    group_interval_seconds: float = 300.0
+    receivers: list[AlertReceiver] = []
 
 
 class RecoverySettings(_Group):

@@ -12,7 +12,8 @@ path                        token  answers
 GET /health                 no     draft-inadarei-api-health-check; 503 on fail
 GET /health/detailed        yes    components, history, breakers, budgets, DLQ,
                                    recent errors, last runs
-GET /health/alerts          yes    ``{"active", "recent", "undelivered"}``
+GET /health/alerts          yes    ``{"active", "recent", "undelivered"}``, and
+                                   ``silences``, ``notifications`` when alerting runs
 GET /health/{service}       yes    one component (404 for an unknown name)
 GET /livez, GET /readyz     no     the process runs / the store is open
 GET /metrics                yes    Prometheus text
@@ -20,6 +21,10 @@ GET /status, /status/data   yes    the status page and its live data (see
                                    :mod:`~biomem.health.status_page`; also
                                    ``?token=``; not in /openapi.json)
 ==========================  =====  ============================================
+
+Given a ``silences`` control (the daemon's alerting service), the API also
+serves ``POST /health/alerts/silences`` and ``DELETE
+/health/alerts/silences/{id}`` (token: yes; see :mod:`biomem.alerts.routes`).
 
 "token": required only when the server is reachable beyond loopback
 (``require_token``). Errors are JSON ``{"error": ...}``; an unexpected
@@ -51,6 +56,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import biomem
+from biomem.alerts.routes import SilenceControl, add_silence_routes
 from biomem.app import App
 from biomem.health.fastpath import Rendered
 from biomem.health.model import ComponentHealth, HealthSnapshot, Status
@@ -197,6 +203,12 @@ class AlertsBody(_Doc):
     active: list[dict[str, Any]]
     recent: list[dict[str, Any]]
     undelivered: int
+    silences: list[dict[str, Any]] = Field(
+        default_factory=list, description="active silences (when alerting runs)"
+    )
+    notifications: list[dict[str, Any]] = Field(
+        default_factory=list, description="undelivered notifications (when alerting runs)"
+    )
 
 
 class ProbeBody(_Doc):
@@ -491,6 +503,7 @@ def create_api(
     require_token: bool = False,
     reader: BoundedReader | None = None,
     recovery: RecoveryProvider | None = None,
+    silences: SilenceControl | None = None,
 ) -> FastAPI:
     """The health API over ``monitor`` and ``app``; the server decides ``require_token``.
 
@@ -583,7 +596,15 @@ def create_api(
             "recent": list(given.get("recent", [])),
             "undelivered": int(given.get("undelivered", 0)),
         }
+        for extra in ("silences", "notifications"):  # given by the alerting service
+            if extra in given:
+                body[extra] = list(given[extra])
         return JSONResponse(_safe(body))
+
+    if silences is not None:
+        add_silence_routes(
+            api, silences, dependencies=guarded, responses={**locked, **invalid, **internal}
+        )
 
     @api.get(
         "/health/{service}",

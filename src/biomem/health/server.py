@@ -19,19 +19,20 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import uvicorn
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
+from biomem.alerts.routes import SilenceControl
 from biomem.app import App
 from biomem.config import Settings
 from biomem.health.api import create_api, render_health
 from biomem.health.fastpath import CachedHealth
 from biomem.health.monitor import HealthMonitor
 from biomem.health.status_data import RecoveryProvider
-from biomem.metrics import build_registry
+from biomem.metrics import AlertMetricsSource, build_registry
 from biomem.resilience.errors import BiomemError, ConfigurationError
 
 __all__ = [
@@ -236,6 +237,10 @@ class HealthServer:
         self.stop()
 
 
+class AlertingSurface(AlertMetricsSource, SilenceControl, Protocol):
+    """The alert service as the server uses it: metrics and silences."""
+
+
 def build_health_server(
     app: App,
     monitor: HealthMonitor,
@@ -243,8 +248,12 @@ def build_health_server(
     alerts: Callable[[], Mapping[str, Any]] | None = None,
     shutting_down: Callable[[], bool] = lambda: False,
     recovery: RecoveryProvider | None = None,
+    alerting: AlertingSurface | None = None,
 ) -> HealthServer:
     """The server the settings ask for: token policy checked, registry and API built.
+
+    ``alerting`` (the daemon's alert service) adds the alert metrics and the
+    silence routes.
 
     Raises:
         ConfigurationError: the token policy is not met.
@@ -254,12 +263,13 @@ def build_health_server(
     api = create_api(
         monitor=monitor,
         app=app,
-        registry=build_registry(app, monitor),
+        registry=build_registry(app, monitor, alerts=alerting),
         alerts=alerts,
         shutting_down=shutting_down,
         token=token,
         require_token=token is not None,
         recovery=recovery,
+        silences=alerting,
     )
     interval_s = monitor.interval_s
     front = CachedHealth(

@@ -310,6 +310,12 @@ class Retrier:
     def __repr__(self) -> str:
         return f"Retrier(name={self.name!r}, config={self.config!r})"
 
+    def add_listener(self, listener: RetryListener) -> None:
+        """Also send events to ``listener`` (e.g. a metrics counter wired after construction)."""
+        # A new tuple, not an append: a retry running on another thread keeps
+        # iterating the tuple it already read.
+        self._listeners = (*self._listeners, listener)
+
     # The success path of call/acall/the wrappers is duplicated on purpose:
     # one try and no helper call keeps the overhead of a call that succeeds
     # at a few tens of nanoseconds. The retry loop starts outside the
