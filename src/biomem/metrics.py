@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
@@ -152,6 +152,7 @@ class BiomemCollector:
         monitor: the health snapshot.
         reader: bounds the store reads (a default one waits 2 s).
         wall_clock: for the age of the oldest pending dead letter.
+        recovery_counts: recovery decisions by (rule, action, result), when recovery runs.
     """
 
     def __init__(
@@ -161,8 +162,10 @@ class BiomemCollector:
         *,
         reader: BoundedReader | None = None,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        recovery_counts: Callable[[], Mapping[tuple[str, str, str], int]] | None = None,
     ) -> None:
         self._app = app
+        self._recovery_counts = recovery_counts
         self._monitor = monitor
         self._reader = reader if reader is not None else BoundedReader()
         self._wall_clock = wall_clock
@@ -174,6 +177,7 @@ class BiomemCollector:
             ("stages", self._stages),
             ("health", self._health),
             ("error_events", self._error_events),
+            ("recovery", self._recovery),
         )
 
     def describe(self) -> list[Metric]:
@@ -193,6 +197,7 @@ class BiomemCollector:
             GaugeMetricFamily("biomem_health_status", "", labels=["component"]),
             GaugeMetricFamily("biomem_health_up", "", labels=["component"]),
             CounterMetricFamily("biomem_error_events", "", labels=["component", "kind"]),
+            CounterMetricFamily("biomem_recovery_actions", "", labels=["rule", "action", "result"]),
         ]
 
     def collect(self) -> Iterator[Metric]:
@@ -336,13 +341,30 @@ class BiomemCollector:
             family.add_metric([component, kind.value], count)
         return [family]
 
+    def _recovery(self) -> list[Metric]:
+        family = CounterMetricFamily(
+            "biomem_recovery_actions",
+            "Recovery decisions since start by rule, action and result: done, failed, or the"
+            " reason a step was skipped (cooldown, attempt_limit, guard, dry_run, unavailable,"
+            " disabled).",
+            labels=["rule", "action", "result"],
+        )
+        counts = self._recovery_counts() if self._recovery_counts is not None else {}
+        for (rule, action, result), count in sorted(counts.items()):
+            family.add_metric([rule, action, result], count)
+        return [family]
+
 
 def build_registry(
-    app: App, monitor: HealthMonitor, *, process_metrics: bool = True
+    app: App,
+    monitor: HealthMonitor,
+    *,
+    process_metrics: bool = True,
+    recovery_counts: Callable[[], Mapping[tuple[str, str, str], int]] | None = None,
 ) -> CollectorRegistry:
     """A registry of its own with the biomem collector (and the process/platform/GC ones)."""
     registry = CollectorRegistry()
-    registry.register(BiomemCollector(app, monitor))
+    registry.register(BiomemCollector(app, monitor, recovery_counts=recovery_counts))
     if process_metrics:
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)

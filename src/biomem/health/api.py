@@ -175,6 +175,14 @@ class RunsDetail(_Doc):
     error: str | None
 
 
+class RecoveryDetail(_Doc):
+    enabled: bool
+    dry_run: bool
+    rules: int
+    recent: list[dict[str, Any]] = Field(description="the latest decisions, newest first")
+    error: str | None = None
+
+
 class DetailedBody(_Doc):
     status: Wire
     internal_status: InternalStatus
@@ -185,6 +193,9 @@ class DetailedBody(_Doc):
     dead_letters: DeadLettersDetail
     errors: ErrorsDetail
     runs: RunsDetail
+    recovery: RecoveryDetail | None = Field(
+        default=None, description="automated recovery's recent actions (in the daemon)"
+    )
 
 
 class AlertsBody(_Doc):
@@ -346,6 +357,22 @@ def _breaker_body(app: App, name: str | None = None) -> list[dict[str, Any]]:
     return out
 
 
+def _recovery_body(recovery: Callable[[], Mapping[str, Any]]) -> dict[str, Any]:
+    """Recovery's part of /health/detailed; its failure is reported, never raised."""
+    try:
+        given = dict(recovery())
+    except Exception as exc:  # an in-memory read; a bug here must not cost the document
+        logger.exception("recovery snapshot failed")
+        return {"enabled": False, "dry_run": False, "rules": 0, "recent": [], "error": str(exc)}
+    return {
+        "enabled": bool(given.get("enabled", False)),
+        "dry_run": bool(given.get("dry_run", False)),
+        "rules": int(given.get("rules", 0)),
+        "recent": list(given.get("recent", [])),
+        "error": None,
+    }
+
+
 def _decoded_counts(run: Mapping[str, Any]) -> dict[str, Any]:
     """A run with its counts as an object (DuckDB hands JSON columns back as text)."""
     out = dict(run)
@@ -468,8 +495,12 @@ def create_api(
     token: str | None = None,
     require_token: bool = False,
     reader: BoundedReader | None = None,
+    recovery: Callable[[], Mapping[str, Any]] | None = None,
 ) -> FastAPI:
     """The health API over ``monitor`` and ``app``; the server decides ``require_token``.
+
+    ``recovery`` (the daemon's recovery service) adds its recent actions to
+    /health/detailed.
 
     Raises:
         ValueError: ``require_token`` without a ``token``.
@@ -547,6 +578,8 @@ def create_api(
             },
             "runs": runs,
         }
+        if recovery is not None:
+            body["recovery"] = _recovery_body(recovery)
         return JSONResponse(_safe(body))
 
     @api.get(

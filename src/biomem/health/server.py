@@ -19,7 +19,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import uvicorn
 from fastapi import FastAPI
@@ -224,12 +224,21 @@ class HealthServer:
         self.stop()
 
 
+class RecoverySource(Protocol):
+    """The daemon's recovery as the health server reads it (recent actions, counts)."""
+
+    def snapshot(self) -> Mapping[str, Any]: ...
+
+    def counts(self) -> Mapping[tuple[str, str, str], int]: ...
+
+
 def build_health_server(
     app: App,
     monitor: HealthMonitor,
     *,
     alerts: Callable[[], Mapping[str, Any]] | None = None,
     shutting_down: Callable[[], bool] = lambda: False,
+    recovery: RecoverySource | None = None,
 ) -> HealthServer:
     """The server the settings ask for: token policy checked, registry and API built.
 
@@ -241,10 +250,13 @@ def build_health_server(
     api = create_api(
         monitor=monitor,
         app=app,
-        registry=build_registry(app, monitor),
+        registry=build_registry(
+            app, monitor, recovery_counts=recovery.counts if recovery is not None else None
+        ),
         alerts=alerts,
         shutting_down=shutting_down,
         token=token,
         require_token=token is not None,
+        recovery=recovery.snapshot if recovery is not None else None,
     )
     return HealthServer(api, host=settings.host, port=settings.port)
