@@ -275,5 +275,8 @@ class FileSettings(_Section):
     schedules: ScheduleSettings = ScheduleSettings()
     thresholds: ThresholdSettings = ThresholdSettings()
     pipeline: PipelineSettings = PipelineSettings()
-    recovery: RecoverySettings = RecoverySettings()
+    recovery: RecoverySettings = Field(
+        default=RecoverySettings(),
+        description="[recovery] keys and [[recovery.rules]] as in docs/config.example.toml",
+    )
     resilience: ResilienceSettings = ResilienceSettings()

@@ -33,13 +33,17 @@ __all__ = ["AuditRecord", "PersistedState", "RecoveryAudit"]
 log = get_logger(__name__)
 
 _INSERT = (
-    "INSERT INTO recovery_audit (at, last_at, occurrences, rule, component, action, target,"
-    " arguments, outcome, reason, summary, detail, trigger, phase, incident_id, duration_ms)"
+    "INSERT INTO recovery_audit (decided_at, last_at, occurrences, rule, component, action,"
+    " target, arguments, outcome, reason, summary, detail, why, phase, incident_id, duration_ms)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?::JSON, ?, ?, ?, ?::JSON, ?, ?, ?, ?) RETURNING id"
 )
 _COLUMNS = (
-    "id, at, last_at, occurrences, rule, component, action, target, arguments, outcome,"
-    " reason, summary, detail, trigger, phase, incident_id, duration_ms"
+    "id, decided_at, last_at, occurrences, rule, component, action, target, arguments, outcome,"
+    " reason, summary, detail, why, phase, incident_id, duration_ms"
+)
+# The columns under the names AuditRecord.as_dict uses.
+_KEYS = tuple(
+    {"decided_at": "at", "why": "trigger"}.get(c.strip(), c.strip()) for c in _COLUMNS.split(",")
 )
 
 
@@ -253,10 +257,9 @@ class RecoveryAudit:
             f"SELECT {_COLUMNS} FROM recovery_audit {where} ORDER BY id DESC LIMIT ?",
             [*params, limit],
         )
-        keys = [k.strip() for k in _COLUMNS.split(",")]
         out = []
         for row in rows:
-            item = dict(zip(keys, row, strict=True))
+            item = dict(zip(_KEYS, row, strict=True))
             for key in ("at", "last_at"):
                 item[key] = item[key].isoformat() if item[key] is not None else None
             item["arguments"] = _loads(item["arguments"]) or {}

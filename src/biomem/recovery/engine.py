@@ -272,7 +272,7 @@ class RecoveryEngine:
             state.escalated = True
             self._dirty.add(rule.name)
             records += self._runner.run(
-                rule, rule.escalation_actions, "escalate", obs, result, incident
+                rule, rule.escalation_actions, "escalate", obs, result, current
             )
         records.append(self._skip(rule, verdict, obs, result, state, now))
         return records

@@ -7,7 +7,7 @@ CREATE SEQUENCE recovery_audit_seq;
 -- evaluation) update one row: `occurrences` and `last_at`.
 CREATE TABLE recovery_audit (
     id           BIGINT PRIMARY KEY DEFAULT nextval('recovery_audit_seq'),
-    at           TIMESTAMPTZ NOT NULL,          -- when decided (first, for repeats)
+    decided_at   TIMESTAMPTZ NOT NULL,          -- when decided (first, for repeats)
     last_at      TIMESTAMPTZ NOT NULL,          -- the latest repeat
     occurrences  INTEGER NOT NULL DEFAULT 1,
     rule         VARCHAR NOT NULL,
@@ -20,13 +20,13 @@ CREATE TABLE recovery_audit (
                                                 -- dry_run, unavailable, disabled
     summary      VARCHAR,                       -- what was done, or why not (redacted)
     detail       JSON,                          -- redacted
-    trigger      VARCHAR,                       -- why the rule fired (or 'manual')
+    why          VARCHAR,                       -- why the rule fired (or 'manual run')
     phase        VARCHAR NOT NULL,              -- act, escalate, resolve, manual
     incident_id  VARCHAR,
     duration_ms  DOUBLE
 );
 
-CREATE INDEX recovery_audit_rule_at ON recovery_audit (rule, at);
+CREATE INDEX recovery_audit_rule_at ON recovery_audit (rule, decided_at);
 
 -- Times are wall-clock (the monotonic clock restarts with the machine).
 CREATE TABLE recovery_rule_state (
