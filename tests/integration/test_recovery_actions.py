@@ -18,7 +18,6 @@ import psutil
 import pytest
 
 from biomem.app import App
-from biomem.clients.llm_cache import LLMCache
 from biomem.health.checks import DuckDBCheck
 from biomem.health.model import Status
 from biomem.logfile import LogFile
@@ -240,17 +239,6 @@ def test_clear_llm_cache_empties_the_cache_the_client_uses(
         assert fake_ollama.request_count("/api/embed") == 2
     finally:
         app.close()
-
-
-def test_llm_cache_is_bounded_least_recently_used_first() -> None:
-    """Past max_entries the least recently used answer goes; clear reports what it held."""
-    cache = LLMCache(max_entries=2)
-    cache.put_text("a", "1")
-    cache.put_text("b", "2")
-    assert cache.get_text("a") == "1"
-    cache.put_text("c", "3")
-    assert (cache.get_text("b"), cache.get_text("a"), cache.get_text("c")) == (None, "1", "3")
-    assert cache.clear().entries == 2 and len(cache) == 0
 
 
 def test_checkpoint_then_reopen_keeps_the_data(app: App) -> None:

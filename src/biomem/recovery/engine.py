@@ -179,8 +179,9 @@ class RecoveryEngine:
     def _state(self, rule: str) -> RuleState:
         return self._states.setdefault(rule, RuleState())
 
-    def _persist(self, now: float) -> None:
-        wall = self._wall().timestamp()
+    def _persist(self) -> None:
+        # Both clocks read together: actions may have taken a while since the tick began.
+        now, wall = self._clock.monotonic(), self._wall().timestamp()
 
         def epoch(t: float) -> float:
             return wall + (t - now)
@@ -223,13 +224,15 @@ class RecoveryEngine:
                         log.exception("recovery_rule_crashed", rule=rule.name)
             except Exception:  # the loop never dies: log whole and go on
                 log.exception("recovery_tick_crashed")
-            self._finish(now)
+            self._finish()
             return records
 
-    def _finish(self, now: float) -> None:
+    def _finish(self) -> None:
         try:
-            if not self.dry_run:
-                self._persist(now)
+            if self.dry_run:
+                self._dirty.clear()  # a dry run's state lives in memory only
+            else:
+                self._persist()
             self._audit.flush()
         except Exception:  # the store's trouble is the DuckDB rule's to fix
             log.exception("recovery_flush_crashed")
@@ -383,7 +386,12 @@ class RecoveryEngine:
             "recovery_started", rules=len(self.rules), dry_run=self.dry_run, enabled=self.enabled
         )
 
+    def request_stop(self) -> None:
+        """Evaluate no more; an evaluation in progress finishes."""
+        self._stop.set()
+
     def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop and wait for an evaluation in progress (at most ``timeout_s``)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)

@@ -106,7 +106,9 @@ class RecoveryService:
 
     def stop(self) -> None:
         """Stop evaluating, end commands still running, write what the audit holds."""
-        self.engine.stop()
+        self.engine.request_stop()
+        # First the commands: an action waiting on one (a restart) then ends at once.
         self.processes.close()
+        self.engine.stop()
         if not self.audit.flush():
             log.warning("recovery_audit_unwritten_at_stop")
