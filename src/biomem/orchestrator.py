@@ -209,12 +209,17 @@ class Orchestrator:
             detail = outcome.error or str(outcome.result.detail.get("postgres_unavailable"))
             raise DatabaseUnavailable("postgresql", f"writeback still deferred: {detail}")
 
-    def replay_dead_letters(self) -> ReplayReport | None:
-        """Replay due dead letters whose dependency is healthy (the scheduled job)."""
-        if self.stop_event.is_set():
+    def replay_dead_letters(self, *, wait_s: float = -1) -> ReplayReport | None:
+        """Replay due dead letters whose dependency is healthy (the scheduled job).
+
+        None when stopping, or when a pass held the pipeline longer than ``wait_s``.
+        """
+        if self.stop_event.is_set() or not self._lock.acquire(timeout=wait_s):
             return None
-        with self._lock:
+        try:
             report = self._app.dlq.replay_due(is_healthy=self._app.is_healthy)
+        finally:
+            self._lock.release()
         if report.selected:
             log.info(
                 "dead_letters_replayed",
@@ -295,8 +300,7 @@ class Orchestrator:
     def _ingest_job(self) -> None:
         if self.stop_event.is_set():
             return
-        with self._lock, self._tracked("ingest", ("ingest",)) as active:
-            active.stage, active.stage_started = "ingest", self._clock.monotonic()
+        with self._lock, self._tracked("ingest", ("ingest",), stage="ingest") as active:
             self._ingest_outcome(active.cancel)
 
     def stop(self) -> None:
@@ -309,14 +313,12 @@ class Orchestrator:
     # ----------------------------------------------------------------- recovery's hands
 
     @contextmanager
-    def _tracked(self, job: str, stages: Sequence[str]) -> Iterator[ActiveRun]:
-        active = ActiveRun(
-            pass_id=next(self._pass_ids),
-            job=job,
-            stages=tuple(stages),
-            cancel=_LinkedStop(self.stop_event),
-            stage_started=self._clock.monotonic(),
-        )
+    def _tracked(
+        self, job: str, stages: Sequence[str], stage: str | None = None
+    ) -> Iterator[ActiveRun]:
+        cancel = _LinkedStop(self.stop_event)
+        now = self._clock.monotonic()
+        active = ActiveRun(next(self._pass_ids), job, tuple(stages), cancel, stage, now)
         with self._active_lock:
             self._active[active.pass_id] = active
         try:

@@ -427,3 +427,36 @@ def test_dry_run_of_every_action_changes_nothing(
         processes.close(grace_s=1.0)
         log.close()
         application.close()
+
+
+def test_recovery_does_not_queue_behind_a_long_store_transaction(app: App) -> None:
+    """While a stage holds the store, the engine still decides; its audit is written later."""
+    import threading
+
+    holding, release = threading.Event(), threading.Event()
+
+    def long_stage() -> None:
+        with app.store.transaction():
+            holding.set()
+            release.wait(60)
+
+    clock = FakeClock()
+    signals = ScriptedSignals()
+    engine = build_engine(app, signals, clock, [rule(actions=["clear_llm_cache"])])
+    stage = threading.Thread(target=long_stage)
+    stage.start()
+    assert holding.wait(10)
+    signals.check(postgresql=Status.UNHEALTHY)
+    done: list[Any] = []
+    evaluation = threading.Thread(target=lambda: done.append(engine.tick()))
+    try:
+        evaluation.start()
+        evaluation.join(20)
+        assert not evaluation.is_alive(), "the engine waited for the stage's transaction"
+        assert outcomes(done[0]) == [("clear_llm_cache", "done", None)]
+    finally:
+        release.set()
+        stage.join(10)
+    engine.tick()  # cooling down now; the earlier decision is written with this one
+    rows = RecoveryAudit(app.store).history(rule="pg")
+    assert [r["outcome"] for r in rows] == ["skipped", "done"]

@@ -32,6 +32,7 @@ __all__ = ["AuditRecord", "PersistedState", "RecoveryAudit"]
 
 log = get_logger(__name__)
 
+_STORE_WAIT_S = 2.0
 _INSERT = (
     "INSERT INTO recovery_audit (decided_at, last_at, occurrences, rule, component, action,"
     " target, arguments, outcome, reason, summary, detail, why, phase, incident_id, duration_ms)"
@@ -177,7 +178,8 @@ class RecoveryAudit:
         now = datetime.now(UTC)
         inserted: list[AuditRecord] = []
         try:
-            with self._store.transaction() as con:
+            # Bounded: a long stage transaction must not hold up recovery's next step.
+            with self._store.transaction(wait_s=_STORE_WAIT_S) as con:
                 for row in rows:
                     if row.id is None:
                         found = con.execute(

@@ -194,6 +194,14 @@ class DuckDBStore:
     def closed(self) -> bool:
         return self._closed or self._lost
 
+    @contextmanager
+    def _held(self, timeout_s: float) -> Iterator[None]:
+        self._locked(timeout_s, "start a transaction")
+        try:
+            yield
+        finally:
+            self._lock.release()
+
     def _locked(self, timeout_s: float, doing: str) -> None:
         # Recovery must not queue forever behind a stage's long transaction.
         if not self._lock.acquire(timeout=timeout_s):
@@ -254,19 +262,31 @@ class DuckDBStore:
         with contextlib.suppress(duckdb.Error):
             self._con.interrupt()
 
-    def temp_directory(self) -> Path | None:
-        """Where DuckDB spills to disk (its temp_directory), or None when not on disk."""
-        row = self.fetchone("SELECT current_setting('temp_directory')")
+    def temp_directory(self, *, timeout_s: float = 2.0) -> Path | None:
+        """Where DuckDB spills to disk (its temp_directory), or None when not on disk.
+
+        Raises:
+            DatabaseUnavailable: the store is busy or failing.
+        """
+        self._locked(timeout_s, "read the temp_directory")
+        try:
+            with translate_errors(self.path):
+                row = self._con.execute("SELECT current_setting('temp_directory')").fetchone()
+        finally:
+            self._lock.release()
         return Path(str(row[0])) if row and row[0] else None
 
     @contextmanager
-    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+    def transaction(self, *, wait_s: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
         """Run a block in one transaction: committed on success, rolled back on error.
 
-        Not retried (the block is the caller's); counted by the breaker.
+        Not retried (the block is the caller's); counted by the breaker. With
+        ``wait_s``, a store busy that long raises DatabaseUnavailable instead of
+        waiting (before the breaker: busy is not broken).
         """
+        busy = nullcontext() if wait_s is None else self._held(wait_s)
         guard = self._policy.breaker if self._policy is not None else nullcontext()
-        with guard, self._lock, translate_errors(self.path):
+        with busy, guard, self._lock, translate_errors(self.path):
             self._con.execute("BEGIN TRANSACTION")
             try:
                 yield self._con
