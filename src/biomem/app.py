@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from biomem.clients.llm_cache import LLMCache
 from biomem.clients.postgres import PostgresClient
 from biomem.config import Settings
 from biomem.guards import Guards, build_guards
@@ -45,10 +46,11 @@ class App:
     postgres: PostgresClient | None
     dlq: DeadLetterQueue
     replays: ReplayRegistry = field(default_factory=ReplayRegistry)
+    llm_cache: LLMCache = field(default_factory=LLMCache)
 
     def ollama_factory(self) -> OllamaFactory:
-        """Clients on a caller-owned transport, all through the one ollama policy."""
-        return ollama_factory(self.settings, self.guards.ollama)
+        """Clients on a caller-owned transport, all through the one ollama policy and cache."""
+        return ollama_factory(self.settings, self.guards.ollama, self.llm_cache)
 
     def is_healthy(self, component: str) -> bool:
         """False while the component's breaker is open (its dead letters wait)."""

@@ -39,6 +39,7 @@ from biomem.cli_common import (
 )
 from biomem.cli_dlq import dlq_app
 from biomem.cli_health import health
+from biomem.cli_recovery import recovery_app
 from biomem.config import Settings, effective_config
 from biomem.health.checks import build_checks
 from biomem.health.monitor import HealthMonitor
@@ -48,6 +49,7 @@ from biomem.logging import get_logger
 from biomem.orchestrator import Orchestrator, run_postgres_ingest
 from biomem.pipeline.recall import recall as recall_memories
 from biomem.pipeline.runner import StageOutcome, resolve_stages
+from biomem.recovery import RecoveryService
 from biomem.store import DuckDBStore
 from biomem.store.runs import RunStatus, record_run
 
@@ -62,6 +64,7 @@ app = typer.Typer(
 )
 app.add_typer(dlq_app)
 app.add_typer(alerts_app)
+app.add_typer(recovery_app)
 app.command("health")(health)
 log = get_logger("biomem.cli")
 
@@ -293,6 +296,7 @@ def _run_daemon(
         monitor,
         external_url=f"http://{settings.health.host}:{settings.health.port}/health/alerts",
     )
+    recovery = RecoveryService(application, monitor, orchestrator, alerting=alerting)
     server = None
     if settings.health.http_endpoints:
         server = build_health_server(
@@ -301,6 +305,7 @@ def _run_daemon(
             alerts=alerting.snapshot,
             shutting_down=stop.is_set,
             alerting=alerting,
+            recovery=recovery,
         )
         server.start()
         typer.echo(f"health endpoints: {server.url}/health, {server.url}/metrics")
@@ -314,10 +319,12 @@ def _run_daemon(
     typer.echo("running; press Ctrl-C to stop")
     try:
         orchestrator.start(on_pass=lambda outcomes: _print_summary(outcomes, console))
+        recovery.start()
         # wait() with a timeout keeps the main thread responsive to signals.
         while not stop.wait(1.0):
             pass
     finally:
+        recovery.stop()
         monitor.stop()
         alerting.stop()
         if server is not None:

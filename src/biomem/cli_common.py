@@ -60,7 +60,8 @@ def bootstrap() -> Settings:
     # Memories are private: every file biomem creates (store, WAL, dead letters) is 0600.
     os.umask(0o077)
     settings = load_settings()
-    configure_logging(level=settings.logging.level, fmt=settings.logging.format)
+    logs = settings.logging
+    configure_logging(level=logs.level, fmt=logs.format, file=logs.file)
     return settings
 
 

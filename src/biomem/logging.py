@@ -13,17 +13,40 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import TextIO
+from collections.abc import MutableMapping
+from pathlib import Path
+from typing import Any, TextIO
 
 import structlog
 from structlog.typing import Processor
 
 from biomem.config import LogFormat, LogLevel
+from biomem.logfile import LogFile
 from biomem.resilience.redact import RedactSecrets, SanitizeLines
 
-__all__ = ["add_processor", "configure_logging", "get_logger"]
+__all__ = ["add_processor", "configure_logging", "get_logger", "log_file"]
 
 _hooks: list[Processor] = []
+_log_file: LogFile | None = None
+
+
+def log_file() -> LogFile | None:
+    """The log file configured by :func:`configure_logging` (BIOMEM_LOG_FILE), if any."""
+    return _log_file
+
+
+class _AlsoToFile:
+    """The last processor: writes the event as JSON to the log file, then renders it."""
+
+    def __init__(self, renderer: Processor, file: LogFile) -> None:
+        self._renderer = renderer
+        self._json = structlog.processors.JSONRenderer(sort_keys=False)
+        self._file = file
+
+    def __call__(self, logger: Any, name: str, event_dict: MutableMapping[str, Any]) -> Any:
+        # A copy: the console renderer takes keys out of the dict it renders.
+        self._file.write(str(self._json(logger, name, dict(event_dict))))
+        return self._renderer(logger, name, event_dict)
 
 
 def add_processor(processor: Processor) -> None:
@@ -40,6 +63,7 @@ def configure_logging(
     level: LogLevel = LogLevel.INFO,
     fmt: LogFormat = LogFormat.AUTO,
     stream: TextIO | None = None,
+    file: Path | None = None,
 ) -> None:
     """Configure structlog and the standard library to write one pipeline to ``stream``.
 
@@ -48,7 +72,9 @@ def configure_logging(
         fmt: json, console, or auto (console on a TTY, else json).
         stream: where lines go; standard error by default so that standard
             output stays for command results.
+        file: a file that also receives every line, as JSON (see :mod:`biomem.logfile`).
     """
+    global _log_file
     out = stream if stream is not None else sys.stderr
     use_console = fmt is LogFormat.CONSOLE or (fmt is LogFormat.AUTO and out.isatty())
     renderer: Processor
@@ -56,6 +82,12 @@ def configure_logging(
         renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
     else:
         renderer = structlog.processors.JSONRenderer(sort_keys=False)
+    if _log_file is not None and (file is None or _log_file.path != file.expanduser().resolve()):
+        _log_file.close()
+        _log_file = None
+    if file is not None:
+        _log_file = _log_file or LogFile(file)
+        renderer = _AlsoToFile(renderer, _log_file)
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,

@@ -124,6 +124,7 @@ class BiomemCollector:
         monitor: the health snapshot.
         reader: bounds the store reads (a default one waits 2 s).
         wall_clock: for the age of the oldest pending dead letter.
+        recovery_counts: recovery decisions by (rule, action, result), when recovery runs.
     """
 
     def __init__(
@@ -134,8 +135,10 @@ class BiomemCollector:
         reader: BoundedReader | None = None,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         alerts: AlertMetricsSource | None = None,
+        recovery_counts: Callable[[], Mapping[tuple[str, str, str], int]] | None = None,
     ) -> None:
         self._app = app
+        self._recovery_counts = recovery_counts
         self._monitor = monitor
         self._alerts = alerts
         self._reader = reader if reader is not None else BoundedReader()
@@ -149,6 +152,7 @@ class BiomemCollector:
             ("health", self._health),
             ("error_events", self._error_events),
             ("retries", self._retries),
+            ("recovery", self._recovery),
         )
         if alerts is not None:
             self._families += (
@@ -186,6 +190,7 @@ class BiomemCollector:
                 if self._alerts is not None
                 else []
             ),
+            CounterMetricFamily("biomem_recovery_actions", "", labels=["rule", "action", "result"]),
         ]
 
     def collect(self) -> Iterator[Metric]:
@@ -378,6 +383,19 @@ class BiomemCollector:
             )
         ]
 
+    def _recovery(self) -> list[Metric]:
+        family = CounterMetricFamily(
+            "biomem_recovery_actions",
+            "Recovery decisions since start by rule, action and result: done, failed, or the"
+            " reason a step was skipped (cooldown, attempt_limit, guard, dry_run, unavailable,"
+            " disabled).",
+            labels=["rule", "action", "result"],
+        )
+        counts = self._recovery_counts() if self._recovery_counts is not None else {}
+        for (rule, action, result), count in sorted(counts.items()):
+            family.add_metric([rule, action, result], count)
+        return [family]
+
 
 def build_registry(
     app: App,
@@ -385,10 +403,11 @@ def build_registry(
     *,
     process_metrics: bool = True,
     alerts: AlertMetricsSource | None = None,
+    recovery_counts: Callable[[], Mapping[tuple[str, str, str], int]] | None = None,
 ) -> CollectorRegistry:
     """A registry of its own with the biomem collector (and the process/platform/GC ones)."""
     registry = CollectorRegistry()
-    registry.register(BiomemCollector(app, monitor, alerts=alerts))
+    registry.register(BiomemCollector(app, monitor, alerts=alerts, recovery_counts=recovery_counts))
     if process_metrics:
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)

@@ -10,10 +10,13 @@ boundary (LLM calls in flight are cancelled, nothing half-written commits).
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -26,11 +29,12 @@ from biomem.ingest import IngestCounts, PostgresSource, ingest_postgres
 from biomem.logging import get_logger
 from biomem.pipeline.base import Progress, StageResult
 from biomem.pipeline.runner import STAGES, StageOutcome, run_stages
+from biomem.resilience.deadletter import ReplayReport
 from biomem.resilience.errors import BiomemError, DatabaseUnavailable
 from biomem.store import DuckDBStore
 from biomem.store.runs import RunStatus, record_run
 
-__all__ = ["Orchestrator", "run_postgres_ingest"]
+__all__ = ["ActiveRun", "Orchestrator", "RunInfo", "run_postgres_ingest"]
 
 log = get_logger(__name__)
 
@@ -50,6 +54,46 @@ def run_postgres_ingest(
         if event.is_set():
             run.status = RunStatus.INTERRUPTED
     return counts
+
+
+class _LinkedStop(threading.Event):
+    """Set for one pass (its cancel) or for all (the orchestrator's stop).
+
+    Stages only ask ``is_set()`` between batches; cancelling one pass must not
+    stop the process, and stopping the process must stop every pass.
+    """
+
+    def __init__(self, parent: threading.Event) -> None:
+        super().__init__()
+        self._parent = parent
+
+    def is_set(self) -> bool:
+        return super().is_set() or self._parent.is_set()
+
+
+@dataclass(slots=True)
+class ActiveRun:
+    """A pass in progress: which stage runs now, since when (clock seconds)."""
+
+    pass_id: int
+    job: str
+    stages: tuple[str, ...]
+    cancel: _LinkedStop
+    stage: str | None = None
+    stage_started: float = 0.0
+    cancelled: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """What recovery sees of a pass in progress."""
+
+    pass_id: int
+    job: str
+    stage: str
+    running_s: float
+    cancelled: bool
 
 
 def _trigger(expression: str) -> Any:
@@ -80,8 +124,14 @@ class Orchestrator:
             else None
         )
         self.stop_event = stop or threading.Event()
+        self._clock = app.guards.clock
         # Re-entrant: a replayed dead letter runs its operation inside the replay job.
         self._lock = threading.RLock()
+        # Passes in progress (one at a time: they hold the lock), for recovery
+        # to find and cancel a stuck one.
+        self._active: dict[int, ActiveRun] = {}
+        self._active_lock = threading.Lock()
+        self._pass_ids = itertools.count(1)
         self._scheduler = BackgroundScheduler(timezone="UTC")
         app.replays.register("ingest_postgres", self._replay_ingest, replace=True)
         app.replays.register("writeback", self._replay_writeback, replace=True)
@@ -93,12 +143,22 @@ class Orchestrator:
         as_of: datetime | None = None,
         ingest: bool = True,
         progress_for: Callable[[str], Progress | None] = lambda _name: None,
+        job: str | None = None,
     ) -> list[StageOutcome]:
-        """Ingest (when PostgreSQL is configured) then run the stages in dependency order."""
-        with self._lock:
+        """Ingest (when PostgreSQL is configured) then run the stages in dependency order.
+
+        ``job`` names the scheduled job the pass belongs to (recovery reschedules it).
+        """
+        with self._lock, self._tracked(job or "pass", stages) as active:
+
+            def started(name: str) -> Progress | None:
+                active.stage, active.stage_started = name, self._clock.monotonic()
+                return progress_for(name)
+
             outcomes: list[StageOutcome] = []
-            if ingest and self._source is not None and not self.stop_event.is_set():
-                outcomes.append(self._ingest_outcome())
+            if ingest and self._source is not None and not active.cancel.is_set():
+                started("ingest")
+                outcomes.append(self._ingest_outcome(active.cancel))
             moment = as_of or datetime.now(UTC)
             outcomes += run_stages(
                 self._store,
@@ -106,9 +166,9 @@ class Orchestrator:
                 stages,
                 as_of=moment,
                 ollama=self._ollama,
-                stop=self.stop_event,
+                stop=active.cancel,
                 postgres=self._postgres,
-                progress_for=progress_for,
+                progress_for=started,
             )
             for outcome in outcomes:
                 if outcome.stage == "writeback" and outcome.status == RunStatus.DEFERRED:
@@ -149,12 +209,17 @@ class Orchestrator:
             detail = outcome.error or str(outcome.result.detail.get("postgres_unavailable"))
             raise DatabaseUnavailable("postgresql", f"writeback still deferred: {detail}")
 
-    def replay_dead_letters(self) -> None:
-        """Replay due dead letters whose dependency is healthy (the scheduled job)."""
-        if self.stop_event.is_set():
-            return
-        with self._lock:
+    def replay_dead_letters(self, *, wait_s: float = -1) -> ReplayReport | None:
+        """Replay due dead letters whose dependency is healthy (the scheduled job).
+
+        None when stopping, or when a pass held the pipeline longer than ``wait_s``.
+        """
+        if self.stop_event.is_set() or not self._lock.acquire(timeout=wait_s):
+            return None
+        try:
             report = self._app.dlq.replay_due(is_healthy=self._app.is_healthy)
+        finally:
+            self._lock.release()
         if report.selected:
             log.info(
                 "dead_letters_replayed",
@@ -163,14 +228,13 @@ class Orchestrator:
                 dead=len(report.dead),
                 skipped=len(report.skipped),
             )
+        return report
 
-    def _ingest_outcome(self) -> StageOutcome:
+    def _ingest_outcome(self, stop: threading.Event) -> StageOutcome:
         assert self._source is not None
         started = time.perf_counter()
         try:
-            counts = run_postgres_ingest(
-                self._store, self._source, self._settings, stop=self.stop_event
-            )
+            counts = run_postgres_ingest(self._store, self._source, self._settings, stop=stop)
         except BiomemError as exc:
             # Catch, log, continue: the next run resumes from the watermark.
             log.error("ingest_failed", source=self._source.name, error=str(exc))
@@ -193,7 +257,7 @@ class Orchestrator:
             if self.stop_event.is_set():
                 return
             try:
-                self.run_pass(stages, ingest=ingest)
+                self.run_pass(stages, ingest=ingest, job=stages[0] if len(stages) == 1 else None)
             except Exception:  # a bug must not end the schedule; it is logged whole
                 log.exception("job_crashed", stages=list(stages))
 
@@ -215,7 +279,7 @@ class Orchestrator:
         if initial_pass:
 
             def first() -> None:
-                outcomes = self.run_pass()
+                outcomes = self.run_pass(job="initial_pass")
                 if on_pass is not None and not self.stop_event.is_set():
                     on_pass(outcomes)
 
@@ -223,7 +287,7 @@ class Orchestrator:
         self._scheduler.start()
         log.info("orchestrator_started", jobs=[job.id for job in self._scheduler.get_jobs()])
 
-    def _add(self, job_id: str, schedule: str, func: Callable[[], None]) -> None:
+    def _add(self, job_id: str, schedule: str, func: Callable[[], object]) -> None:
         self._scheduler.add_job(
             func,
             _trigger(schedule),
@@ -236,8 +300,8 @@ class Orchestrator:
     def _ingest_job(self) -> None:
         if self.stop_event.is_set():
             return
-        with self._lock:
-            self._ingest_outcome()
+        with self._lock, self._tracked("ingest", ("ingest",), stage="ingest") as active:
+            self._ingest_outcome(active.cancel)
 
     def stop(self) -> None:
         """Ask the job in flight to stop at its next batch boundary and wait for it."""
@@ -245,3 +309,91 @@ class Orchestrator:
         if self._scheduler.running:
             self._scheduler.shutdown(wait=True)
         log.info("orchestrator_stopped")
+
+    # ----------------------------------------------------------------- recovery's hands
+
+    @contextmanager
+    def _tracked(
+        self, job: str, stages: Sequence[str], stage: str | None = None
+    ) -> Iterator[ActiveRun]:
+        cancel = _LinkedStop(self.stop_event)
+        now = self._clock.monotonic()
+        active = ActiveRun(next(self._pass_ids), job, tuple(stages), cancel, stage, now)
+        with self._active_lock:
+            self._active[active.pass_id] = active
+        try:
+            yield active
+        finally:
+            with self._active_lock:
+                self._active.pop(active.pass_id, None)
+            active.done.set()
+
+    @property
+    def running(self) -> bool:
+        """True while the schedules run (the daemon), False for one-off passes."""
+        return bool(self._scheduler.running)
+
+    def active_runs(self) -> list[RunInfo]:
+        """The passes in progress, each with the stage it runs and for how long."""
+        now = self._clock.monotonic()
+        with self._active_lock:
+            return [
+                RunInfo(a.pass_id, a.job, a.stage, max(0.0, now - a.stage_started), a.cancelled)
+                for a in self._active.values()
+                if a.stage is not None
+            ]
+
+    def cancel_run(self, pass_id: int) -> RunInfo | None:
+        """Ask a pass to stop at its next batch boundary (LLM calls in flight are cancelled)."""
+        with self._active_lock:
+            active = self._active.get(pass_id)
+            if active is None or active.stage is None:
+                return None
+            active.cancelled = True
+            active.cancel.set()
+            running_s = max(0.0, self._clock.monotonic() - active.stage_started)
+            return RunInfo(active.pass_id, active.job, active.stage, running_s, True)
+
+    def wait_run_ended(self, pass_id: int, timeout_s: float) -> bool:
+        """Wait until the pass has ended; True when it has (or was never running)."""
+        with self._active_lock:
+            active = self._active.get(pass_id)
+        return True if active is None else active.done.wait(timeout_s)
+
+    def _stage_job(self, stage: str) -> Any:
+        return self._scheduler.get_job(stage) if self._scheduler.running else None
+
+    def reschedule(self, stage: str, delay_s: float) -> datetime | None:
+        """Run the stage's job again ``delay_s`` from now; None when it has no running job."""
+        job = self._stage_job(stage)
+        if job is None or job.next_run_time is None:  # no schedule here, or paused
+            return None
+        when = datetime.now(UTC) + timedelta(seconds=delay_s)
+        job.modify(next_run_time=when)
+        return when
+
+    def pause_stage(self, stage: str) -> bool:
+        """Stop scheduling the stage (a run in progress finishes); True when it was running."""
+        job = self._stage_job(stage)
+        if job is None or job.next_run_time is None:
+            return False
+        job.pause()
+        return True
+
+    def resume_stage(self, stage: str) -> bool:
+        """Schedule the stage again; True when it was paused."""
+        job = self._stage_job(stage)
+        if job is None or job.next_run_time is not None:
+            return False
+        job.resume()
+        return True
+
+    def scheduled_stages(self) -> dict[str, bool]:
+        """Every scheduled stage's job and whether it is paused (empty without schedules)."""
+        if not self._scheduler.running:
+            return {}
+        return {
+            job.id: job.next_run_time is None
+            for job in self._scheduler.get_jobs()
+            if job.id in STAGES or job.id == "ingest"
+        }

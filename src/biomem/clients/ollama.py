@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from biomem.clients.llm_cache import LLMCache, request_key
 from biomem.resilience.errors import (
     DependencyError,
     LLMRequestError,
@@ -37,6 +39,7 @@ __all__ = [
 _NAME = "ollama"
 T = TypeVar("T")
 _TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
+_RECENT_KEYS = 1024  # well above the requests one run has in flight
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -120,6 +123,8 @@ class OllamaClient:
         timeout_s: the limit for one request, connect to last byte.
         policy: the ollama policy (breaker, retry, bulkhead, timeout); every request
             goes through it. None only in tests of the client itself.
+        cache: answers to chat and embed requests, reused for the same request
+            to the same model (the process's one cache; recovery clears it).
     """
 
     def __init__(
@@ -131,8 +136,13 @@ class OllamaClient:
         embedding_model: str,
         timeout_s: float = 60.0,
         policy: Policy | None = None,
+        cache: LLMCache | None = None,
     ) -> None:
         self._http = http
+        self._cache = cache
+        # Keys this client asked for lately: the same request again is a caller's
+        # retry of an answer it rejected, which must reach Ollama, not the cache.
+        self._recent: OrderedDict[str, None] = OrderedDict()
         self._policy = policy
         self._base = base_url.rstrip("/")
         self.model = model
@@ -178,6 +188,16 @@ class OllamaClient:
             )
         return data
 
+    def _first_ask(self, key: str) -> bool:
+        """True the first time (lately) this client asks for ``key``; False for a retry."""
+        if key in self._recent:
+            self._recent.move_to_end(key)
+            return False
+        self._recent[key] = None
+        if len(self._recent) > _RECENT_KEYS:
+            self._recent.popitem(last=False)
+        return True
+
     async def models(self, *, retry: bool = True) -> OllamaModels:
         """GET /api/tags: the installed models (``retry=False`` for health probes)."""
 
@@ -206,26 +226,39 @@ class OllamaClient:
 
         The text is returned unparsed: the caller validates and repairs it.
         """
-        data = await self._post(
-            "/api/chat",
-            {
-                "model": self.model,
-                "messages": list(messages),
-                "format": schema,
-                "stream": False,
-                # Temperature 0: the same memory gets the same enrichment.
-                "options": {"temperature": 0},
-            },
-        )
+        body = {
+            "model": self.model,
+            "messages": list(messages),
+            "format": schema,
+            "stream": False,
+            # Temperature 0: the same memory gets the same enrichment (and may be cached).
+            "options": {"temperature": 0},
+        }
+        key = request_key(self.model, "/api/chat", body) if self._cache is not None else ""
+        if self._cache is not None and self._first_ask(key):
+            cached = self._cache.get_text(key)
+            if cached is not None:
+                return cached
+        data = await self._post("/api/chat", body)
         message = data.get("message")
         content = message.get("content") if isinstance(message, dict) else None
         if not isinstance(content, str):
             raise LLMResponseError(_NAME, "/api/chat answered without message.content")
+        if self._cache is not None:
+            self._cache.put_text(key, content)
         return content
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         """POST /api/embed: one embedding per text, in order."""
-        data = await self._post("/api/embed", {"model": self.embedding_model, "input": list(texts)})
+        body = {"model": self.embedding_model, "input": list(texts)}
+        key = (
+            request_key(self.embedding_model, "/api/embed", body) if self._cache is not None else ""
+        )
+        if self._cache is not None and self._first_ask(key):
+            vectors_cached = self._cache.get_vectors(key)
+            if vectors_cached is not None:
+                return vectors_cached
+        data = await self._post("/api/embed", body)
         vectors = data.get("embeddings")
         if (
             not isinstance(vectors, list)
@@ -234,9 +267,12 @@ class OllamaClient:
         ):
             raise LLMResponseError(_NAME, "/api/embed answered without one embedding per input")
         try:
-            return [[float(x) for x in vector] for vector in vectors]
+            result = [[float(x) for x in vector] for vector in vectors]
         except (TypeError, ValueError) as exc:
             raise LLMResponseError(_NAME, "/api/embed answered non-numeric embeddings") from exc
+        if self._cache is not None:
+            self._cache.put_vectors(key, result)
+        return result
 
 
 def _error_text(response: httpx.Response) -> str:

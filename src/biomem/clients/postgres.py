@@ -7,6 +7,7 @@ reconnect storm while it is away.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any, TypeVar
@@ -118,19 +119,30 @@ class PostgresClient:
                 client.last_connect_error = None
                 return conn
 
-        self._pool = psycopg_pool.ConnectionPool(
-            url.get_secret_value(),
+        self._url = url
+        self._max_size = max_size
+        self._statement_timeout_s = statement_timeout_s
+        self._connection_class = _Connection
+        # Guards swapping the pool (reset_pool) against close(): a reset after
+        # close would open a pool nobody closes.
+        self._pool_lock = threading.Lock()
+        self._closed = False
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> psycopg_pool.ConnectionPool[Any]:
+        pool: psycopg_pool.ConnectionPool[Any] = psycopg_pool.ConnectionPool(
+            self._url.get_secret_value(),
             min_size=0,
-            max_size=max_size,
+            max_size=self._max_size,
             open=False,
-            name=name,
-            connection_class=_Connection,
-            timeout=acquire_timeout_s,
+            name=self.name,
+            connection_class=self._connection_class,
+            timeout=self._acquire_timeout_s,
             kwargs={
-                "connect_timeout": max(1, round(connect_timeout_s)),
+                "connect_timeout": max(1, round(self._connect_timeout_s)),
                 # UTC: naive timestamps from the server are read as UTC everywhere.
                 "options": (
-                    f"-c statement_timeout={int(statement_timeout_s * 1000)} -c TimeZone=UTC"
+                    f"-c statement_timeout={int(self._statement_timeout_s * 1000)} -c TimeZone=UTC"
                 ),
                 "application_name": "biomem",
             },
@@ -141,7 +153,32 @@ class PostgresClient:
             # own for minutes, so the first call after PostgreSQL is back connects.
             reconnect_timeout=0,
         )
-        self._pool.open(wait=False)
+        pool.open(wait=False)
+        return pool
+
+    def reset_pool(self, *, close_timeout_s: float = 5.0) -> dict[str, int]:
+        """Replace the pool with a new, empty one and close the old one; return what was dropped.
+
+        Connections the server has ended (``pg_terminate_backend``, a failover, a
+        restart) stay in a pool until each is found dead, one failed borrow at a
+        time. A new pool holds none of them: the next call connects afresh.
+        Connections borrowed from the old pool finish their work and are closed
+        when given back.
+        """
+        with self._pool_lock:
+            if self._closed:
+                raise DatabaseUnavailable(self.name, "the client is closed")
+            old = self._pool
+            stats = dict(old.get_stats())
+            self._pool = self._new_pool()
+        old.close(timeout=close_timeout_s)
+        self.last_connect_error = None
+        return {
+            "connections_closed": int(stats.get("pool_size", 0)),
+            "connections_in_use": int(stats.get("pool_size", 0))
+            - int(stats.get("pool_available", 0)),
+            "connections_lost_before": int(stats.get("connections_lost", 0)),
+        }
 
     def _wait_s(self) -> float:
         # While connecting fails, a caller need not wait longer than one attempt:
@@ -202,8 +239,11 @@ class PostgresClient:
 
     def close(self) -> None:
         """Close every connection; idempotent."""
-        if not self._pool.closed:
-            self._pool.close()
+        with self._pool_lock:
+            self._closed = True
+            pool = self._pool
+        if not pool.closed:
+            pool.close()
 
     def __enter__(self) -> PostgresClient:
         return self

@@ -194,6 +194,12 @@ class EnvSettings(BaseSettings):
         description="one of debug, info, warning, error, critical",
     )
 
+    biomem_log_file: Path | None = Field(
+        default=None,
+        alias="BIOMEM_LOG_FILE",
+        description="a file path for a copy of the log as JSON lines, or unset",
+    )
+
     @field_validator("biomem_log_format", "biomem_log_level", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:

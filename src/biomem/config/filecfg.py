@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from biomem.config.environment import UNIT_SECONDS, HttpURL
+from biomem.config.recovery import RecoveryFileSettings as RecoverySettings
+from biomem.config.recovery import RecoveryRule
 
 __all__ = [
     "AlertFileSettings",
@@ -268,24 +270,6 @@ class ResilienceSettings(_Section):
     ollama: DependencyGuard = DependencyGuard()
 
 
-class RecoveryRule(_Section):
-    """One automated-recovery rule: when a component is in a status, run an action."""
-
-    name: Identifier
-    component: str = Field(min_length=1, description="a health component name")
-    when_status: list[Literal["degraded", "unhealthy", "critical"]] = Field(
-        default=["unhealthy", "critical"], description="statuses that trigger the rule"
-    )
-    action: str = Field(min_length=1, description="a recovery action name")
-    cooldown_seconds: float = Field(default=300, ge=0, description="seconds, 0 or more")
-    max_attempts: int = Field(default=3, ge=1, le=100, description="1 to 100")
-    enabled: bool = True
-
-
-class RecoverySettings(_Section):
-    rules: list[RecoveryRule] = Field(default_factory=list)
-
-
 def _matchers(value: dict[str, str]) -> dict[str, str]:
     for label, wanted in value.items():
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", label):
@@ -342,6 +326,9 @@ class FileSettings(_Section):
     schedules: ScheduleSettings = ScheduleSettings()
     thresholds: ThresholdSettings = ThresholdSettings()
     pipeline: PipelineSettings = PipelineSettings()
-    recovery: RecoverySettings = RecoverySettings()
+    recovery: RecoverySettings = Field(
+        default=RecoverySettings(),
+        description="[recovery] keys and [[recovery.rules]] as in docs/config.example.toml",
+    )
     resilience: ResilienceSettings = ResilienceSettings()
     alerts: AlertFileSettings = AlertFileSettings()

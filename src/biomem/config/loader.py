@@ -77,9 +77,11 @@ def load_settings() -> Settings:
         recovery=RecoverySettings(
             enabled=env.automated_recovery_enabled,
             dry_run=env.recovery_dry_run,
-            rules=file.recovery.rules,
+            **dict(file.recovery),
         ),
-        logging=LoggingSettings(format=env.biomem_log_format, level=env.biomem_log_level),
+        logging=LoggingSettings(
+            format=env.biomem_log_format, level=env.biomem_log_level, file=env.biomem_log_file
+        ),
         ingest=file.ingest,
         schedules=file.schedules,
         pipeline=file.pipeline,

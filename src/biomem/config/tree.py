@@ -10,11 +10,11 @@ from biomem.config.environment import LogFormat, LogLevel
 from biomem.config.filecfg import (
     IngestSettings,
     PipelineSettings,
-    RecoveryRule,
     ResilienceSettings,
     ScheduleSettings,
     ThresholdSettings,
 )
+from biomem.config.recovery import RecoveryFileSettings
 
 __all__ = [
     "AlertReceiver",
@@ -84,15 +84,17 @@ class AlertSettings(_Group):
     receivers: list[AlertReceiver] = []
 
 
-class RecoverySettings(_Group):
+class RecoverySettings(RecoveryFileSettings):
+    """The [recovery] section (knobs and rules) and the two switches from the environment."""
+
     enabled: bool
     dry_run: bool
-    rules: list[RecoveryRule]
 
 
 class LoggingSettings(_Group):
     format: LogFormat
     level: LogLevel
+    file: Path | None = None  # BIOMEM_LOG_FILE: JSON lines also go there (rotated by recovery)
 
 
 class Settings(_Group):

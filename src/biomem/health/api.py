@@ -61,7 +61,7 @@ from biomem.app import App
 from biomem.health.fastpath import Rendered
 from biomem.health.model import ComponentHealth, HealthSnapshot, Status
 from biomem.health.monitor import HealthMonitor
-from biomem.health.status_data import RecoveryProvider, StatusSources
+from biomem.health.status_data import StatusSources
 from biomem.health.status_page import add_status_routes
 from biomem.metrics import BoundedReader
 from biomem.resilience.redact import redact_text, redact_value
@@ -187,6 +187,14 @@ class RunsDetail(_Doc):
     error: str | None
 
 
+class RecoveryDetail(_Doc):
+    enabled: bool
+    dry_run: bool
+    rules: int
+    recent: list[dict[str, Any]] = Field(description="the latest decisions, newest first")
+    error: str | None = None
+
+
 class DetailedBody(_Doc):
     status: Wire
     internal_status: InternalStatus
@@ -197,6 +205,9 @@ class DetailedBody(_Doc):
     dead_letters: DeadLettersDetail
     errors: ErrorsDetail
     runs: RunsDetail
+    recovery: RecoveryDetail | None = Field(
+        default=None, description="automated recovery's recent actions (in the daemon)"
+    )
 
 
 class AlertsBody(_Doc):
@@ -364,6 +375,40 @@ def _breaker_body(app: App, name: str | None = None) -> list[dict[str, Any]]:
     return out
 
 
+def _recent_actions(
+    recovery: Callable[[], Mapping[str, Any]],
+) -> Callable[[], list[dict[str, Any]]]:
+    """The status page's rows from the recovery snapshot: its outcome is the result."""
+
+    def rows() -> list[dict[str, Any]]:
+        recent = recovery().get("recent") or []
+        out = []
+        for row in recent:
+            result = row.get("outcome")
+            if result == "skipped" and row.get("reason"):
+                result = f"skipped: {row['reason']}"
+            out.append({**row, "result": result})
+        return out
+
+    return rows
+
+
+def _recovery_body(recovery: Callable[[], Mapping[str, Any]]) -> dict[str, Any]:
+    """Recovery's part of /health/detailed; its failure is reported, never raised."""
+    try:
+        given = dict(recovery())
+    except Exception as exc:  # an in-memory read; a bug here must not cost the document
+        logger.exception("recovery snapshot failed")
+        return {"enabled": False, "dry_run": False, "rules": 0, "recent": [], "error": str(exc)}
+    return {
+        "enabled": bool(given.get("enabled", False)),
+        "dry_run": bool(given.get("dry_run", False)),
+        "rules": int(given.get("rules", 0)),
+        "recent": list(given.get("recent", [])),
+        "error": None,
+    }
+
+
 def _decoded_counts(run: Mapping[str, Any]) -> dict[str, Any]:
     """A run with its counts as an object (DuckDB hands JSON columns back as text)."""
     out = dict(run)
@@ -502,10 +547,13 @@ def create_api(
     token: str | None = None,
     require_token: bool = False,
     reader: BoundedReader | None = None,
-    recovery: RecoveryProvider | None = None,
+    recovery: Callable[[], Mapping[str, Any]] | None = None,
     silences: SilenceControl | None = None,
 ) -> FastAPI:
     """The health API over ``monitor`` and ``app``; the server decides ``require_token``.
+
+    ``recovery`` (the daemon's recovery service) adds its recent actions to
+    /health/detailed.
 
     Raises:
         ValueError: ``require_token`` without a ``token``.
@@ -580,6 +628,8 @@ def create_api(
             },
             "runs": runs,
         }
+        if recovery is not None:
+            body["recovery"] = _recovery_body(recovery)
         return JSONResponse(_safe(body))
 
     @api.get(
@@ -671,7 +721,11 @@ def create_api(
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     sources = StatusSources(
-        monitor=monitor, app=app, reader=reader, alerts=alerts, recovery=recovery
+        monitor=monitor,
+        app=app,
+        reader=reader,
+        alerts=alerts,
+        recovery=_recent_actions(recovery) if recovery is not None else None,
     )
     add_status_routes(api, sources, token=token, require_token=require_token)
     return api

@@ -31,7 +31,6 @@ from biomem.config import Settings
 from biomem.health.api import create_api, render_health
 from biomem.health.fastpath import CachedHealth
 from biomem.health.monitor import HealthMonitor
-from biomem.health.status_data import RecoveryProvider
 from biomem.metrics import AlertMetricsSource, build_registry
 from biomem.resilience.errors import BiomemError, ConfigurationError
 
@@ -241,13 +240,21 @@ class AlertingSurface(AlertMetricsSource, SilenceControl, Protocol):
     """The alert service as the server uses it: metrics and silences."""
 
 
+class RecoverySource(Protocol):
+    """The daemon's recovery as the health server reads it (recent actions, counts)."""
+
+    def snapshot(self) -> Mapping[str, Any]: ...
+
+    def counts(self) -> Mapping[tuple[str, str, str], int]: ...
+
+
 def build_health_server(
     app: App,
     monitor: HealthMonitor,
     *,
     alerts: Callable[[], Mapping[str, Any]] | None = None,
     shutting_down: Callable[[], bool] = lambda: False,
-    recovery: RecoveryProvider | None = None,
+    recovery: RecoverySource | None = None,
     alerting: AlertingSurface | None = None,
 ) -> HealthServer:
     """The server the settings ask for: token policy checked, registry and API built.
@@ -263,12 +270,17 @@ def build_health_server(
     api = create_api(
         monitor=monitor,
         app=app,
-        registry=build_registry(app, monitor, alerts=alerting),
+        registry=build_registry(
+            app,
+            monitor,
+            alerts=alerting,
+            recovery_counts=recovery.counts if recovery is not None else None,
+        ),
         alerts=alerts,
         shutting_down=shutting_down,
         token=token,
         require_token=token is not None,
-        recovery=recovery,
+        recovery=recovery.snapshot if recovery is not None else None,
         silences=alerting,
     )
     interval_s = monitor.interval_s

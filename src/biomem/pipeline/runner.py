@@ -14,6 +14,7 @@ from datetime import datetime
 
 import httpx
 
+from biomem.clients.llm_cache import LLMCache
 from biomem.clients.ollama import OllamaClient
 from biomem.clients.postgres import PostgresClient
 from biomem.config import Settings
@@ -71,10 +72,12 @@ STAGES: dict[str, Stage] = _ordered(
 )
 
 
-def ollama_factory(settings: Settings, policy: Policy | None) -> OllamaFactory:
+def ollama_factory(
+    settings: Settings, policy: Policy | None, cache: LLMCache | None = None
+) -> OllamaFactory:
     """Build Ollama clients from the settings on a caller-owned transport.
 
-    The product passes the process's ollama policy (see ``biomem.app``).
+    The product passes the process's ollama policy and LLM cache (see ``biomem.app``).
     """
     cfg = settings.ollama
 
@@ -86,6 +89,7 @@ def ollama_factory(settings: Settings, policy: Policy | None) -> OllamaFactory:
             embedding_model=cfg.embedding_model,
             timeout_s=cfg.timeout_seconds,
             policy=policy,
+            cache=cache,
         )
 
     return make

@@ -9,6 +9,7 @@ transaction.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -133,6 +134,9 @@ class DuckDBStore:
         # concurrent use, and a transaction must not interleave with others.
         self._lock = threading.RLock()
         self._closed = False
+        # True between a failed reopen and the next successful one: the file is
+        # not open, statements fail, health reports the store closed.
+        self._lost = False
 
     @classmethod
     def open(cls, path: Path, *, migrate: bool = True, policy: Policy | None = None) -> DuckDBStore:
@@ -188,16 +192,101 @@ class DuckDBStore:
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self._closed or self._lost
 
     @contextmanager
-    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+    def _held(self, timeout_s: float) -> Iterator[None]:
+        self._locked(timeout_s, "start a transaction")
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    def _locked(self, timeout_s: float, doing: str) -> None:
+        # Recovery must not queue forever behind a stage's long transaction.
+        if not self._lock.acquire(timeout=timeout_s):
+            raise DatabaseUnavailable(
+                "duckdb", f"store busy: cannot {doing} within {timeout_s:g} s"
+            )
+
+    def reopen(self, *, timeout_s: float = 10.0) -> None:
+        """Close the connection and open the file again: a fresh DuckDB instance.
+
+        What a connection left in a bad state (a fatal error, an invalidated
+        database, a descriptor gone stale) is dropped with it. When the file
+        cannot be opened again, the store stays closed (health reports it) until
+        a later reopen succeeds.
+
+        Raises:
+            DatabaseUnavailable: the store is busy, was closed on purpose, or the
+                file cannot be opened.
+            StoreLockedError: another process took the file meanwhile.
+        """
+        self._locked(timeout_s, "reopen")
+        try:
+            if self._closed:
+                raise DatabaseUnavailable("duckdb", "the store was closed")
+            try:
+                self._con.close()
+            except duckdb.Error as exc:  # a broken connection may refuse even this
+                log.warning("store_close_failed", error=redact_text(str(exc)))
+            self._lost = True
+            with translate_errors(self.path):
+                connection = duckdb.connect(str(self.path))
+                connection.execute("SET TimeZone = 'UTC'")
+            self._con = connection
+            self._lost = False
+            log.info("store_reopened", path=str(self.path))
+        finally:
+            self._lock.release()
+
+    def checkpoint(self, *, timeout_s: float = 30.0) -> int:
+        """Write the WAL into the database file; return the WAL bytes it held before.
+
+        Raises:
+            DatabaseUnavailable: the store is busy or the checkpoint failed.
+        """
+        wal = self.path.with_name(self.path.name + ".wal")
+        self._locked(timeout_s, "checkpoint")
+        try:
+            before = wal.stat().st_size if wal.exists() else 0
+            with translate_errors(self.path):
+                self._con.execute("CHECKPOINT")
+            return before
+        finally:
+            self._lock.release()
+
+    def interrupt(self) -> None:
+        """Interrupt the statement running now, from any thread (it fails, rolled back)."""
+        # No lock: the statement to interrupt holds it.
+        with contextlib.suppress(duckdb.Error):
+            self._con.interrupt()
+
+    def temp_directory(self, *, timeout_s: float = 2.0) -> Path | None:
+        """Where DuckDB spills to disk (its temp_directory), or None when not on disk.
+
+        Raises:
+            DatabaseUnavailable: the store is busy or failing.
+        """
+        self._locked(timeout_s, "read the temp_directory")
+        try:
+            with translate_errors(self.path):
+                row = self._con.execute("SELECT current_setting('temp_directory')").fetchone()
+        finally:
+            self._lock.release()
+        return Path(str(row[0])) if row and row[0] else None
+
+    @contextmanager
+    def transaction(self, *, wait_s: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
         """Run a block in one transaction: committed on success, rolled back on error.
 
-        Not retried (the block is the caller's); counted by the breaker.
+        Not retried (the block is the caller's); counted by the breaker. With
+        ``wait_s``, a store busy that long raises DatabaseUnavailable instead of
+        waiting (before the breaker: busy is not broken).
         """
+        busy = nullcontext() if wait_s is None else self._held(wait_s)
         guard = self._policy.breaker if self._policy is not None else nullcontext()
-        with guard, self._lock, translate_errors(self.path):
+        with busy, guard, self._lock, translate_errors(self.path):
             self._con.execute("BEGIN TRANSACTION")
             try:
                 yield self._con

@@ -1,0 +1,160 @@
+"""The engine's decisions, pure: every one takes ``now`` (clock seconds) and the rule's state.
+
+* **Cooldown with jitter** — after an attempt the rule waits its cooldown
+  plus a random share of it (``cooldown_jitter``), so rules that fired
+  together do not act together again (systemd's ``RestartSec``, spread).
+* **Attempts per rolling window** — at most ``max_attempts`` in the last
+  ``window_seconds`` (systemd's ``StartLimitBurst`` in
+  ``StartLimitIntervalSec``); attempts older than the window are forgotten.
+* **Escalation once per incident** — an incident runs from the first time the
+  trigger fires until its component is healthy again; when the attempts are
+  used up the escalation actions run once in it, not at every evaluation
+  (Kubernetes' CrashLoopBackOff reports once, then waits).
+* **Global guard** — when more than ``max_unhealthy_share`` of the known
+  components are unhealthy or critical at once (and at least two), the cause
+  is probably shared (the network, the machine) and acting on each symptom
+  would make it worse: remediation holds back (Cluster API's maxUnhealthy).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from biomem.config.recovery import RecoveryRule
+from biomem.health.model import Status
+
+__all__ = [
+    "GUARD_MIN_DOWN",
+    "RuleState",
+    "Verdict",
+    "attempts_in_window",
+    "close_incident",
+    "cooldown_end",
+    "decide",
+    "guard_holds",
+    "open_incident",
+    "record_attempt",
+    "should_escalate",
+]
+
+GUARD_MIN_DOWN = 2  # one failing component alone is never a "shared cause"
+_DOWN = (Status.UNHEALTHY, Status.CRITICAL)
+
+
+class Verdict(StrEnum):
+    """What the engine does with a rule whose trigger fired."""
+
+    RUN = "run"  # run the actions
+    DISABLED = "disabled"  # the rule, or automated recovery, is switched off
+    GUARD = "guard"  # most components are down at once: hold back
+    COOLDOWN = "cooldown"  # the last attempt was too recent
+    ATTEMPT_LIMIT = "attempt_limit"  # the attempts of the window are used up
+
+
+@dataclass(slots=True)
+class RuleState:
+    """What the engine remembers of one rule, in clock seconds; persisted across restarts."""
+
+    attempts: list[float] = field(default_factory=list)  # times of attempts in the window
+    cooldown_until: float = -math.inf
+    incident_id: str | None = None  # set while an incident is open
+    incident_started: float | None = None
+    escalated: bool = False  # the escalation ran in this incident
+    acted: bool = False  # an attempt ran in this incident (resolve actions then run)
+
+    def copy(self) -> RuleState:
+        return RuleState(
+            list(self.attempts),
+            self.cooldown_until,
+            self.incident_id,
+            self.incident_started,
+            self.escalated,
+            self.acted,
+        )
+
+
+def attempts_in_window(attempts: Iterable[float], now: float, window_s: float) -> list[float]:
+    """The attempts made within the rolling window ending at ``now``."""
+    return [t for t in attempts if now - t < window_s]
+
+
+def cooldown_end(now: float, cooldown_s: float, jitter: float, draw: float) -> float:
+    """When the cooldown that starts at ``now`` ends.
+
+    Args:
+        draw: a random number in [0, 1); the jitter adds ``jitter × draw`` of the
+            cooldown, so the wait is never shorter than the cooldown itself.
+    """
+    if not 0.0 <= draw < 1.0:
+        raise ValueError("draw must be in [0, 1)")
+    return now + cooldown_s * (1.0 + jitter * draw)
+
+
+def guard_holds(statuses: Iterable[Status], max_share: float) -> bool:
+    """True when remediation must hold back: most known components are down at once."""
+    known = [s for s in statuses if s is not Status.UNKNOWN]
+    down = sum(1 for s in known if s in _DOWN)
+    return bool(known) and down >= GUARD_MIN_DOWN and down / len(known) > max_share
+
+
+def decide(
+    state: RuleState,
+    rule: RecoveryRule,
+    now: float,
+    *,
+    enabled: bool,
+    guard: bool,
+) -> Verdict:
+    """What to do about a rule whose trigger fired at ``now``."""
+    if not (enabled and rule.enabled):
+        return Verdict.DISABLED
+    if guard:
+        return Verdict.GUARD
+    if now < state.cooldown_until:
+        return Verdict.COOLDOWN
+    if len(attempts_in_window(state.attempts, now, rule.window_seconds)) >= rule.max_attempts:
+        return Verdict.ATTEMPT_LIMIT
+    return Verdict.RUN
+
+
+def should_escalate(state: RuleState, verdict: Verdict) -> bool:
+    """True once per incident: the attempts are used up and no escalation ran yet."""
+    return (
+        verdict is Verdict.ATTEMPT_LIMIT and state.incident_id is not None and not state.escalated
+    )
+
+
+def open_incident(state: RuleState, now: float, incident_id: str) -> bool:
+    """Open an incident unless one is open; True when this call opened it."""
+    if state.incident_id is not None:
+        return False
+    state.incident_id = incident_id
+    state.incident_started = now
+    state.escalated = False
+    state.acted = False
+    return True
+
+
+def close_incident(state: RuleState) -> bool:
+    """Close the open incident (the component is healthy again); True when one was open.
+
+    Attempts stay counted in their window and the cooldown stays: a component
+    that flaps does not earn a fresh set of attempts each time it recovers.
+    """
+    if state.incident_id is None:
+        return False
+    state.incident_id = None
+    state.incident_started = None
+    state.escalated = False
+    state.acted = False
+    return True
+
+
+def record_attempt(state: RuleState, rule: RecoveryRule, now: float, draw: float) -> None:
+    """Count an attempt at ``now`` and start the cooldown (``draw`` in [0, 1) for the jitter)."""
+    state.attempts = [*attempts_in_window(state.attempts, now, rule.window_seconds), now]
+    state.cooldown_until = cooldown_end(now, rule.cooldown_seconds, rule.cooldown_jitter, draw)
+    state.acted = True

@@ -1,0 +1,398 @@
+"""The recovery engine: observe, decide, act, audit — on its own thread, never dying.
+
+Each evaluation (every ``[recovery] interval_seconds``, with jitter) takes one
+:class:`~biomem.recovery.rules.Observation` and, for every rule in order:
+
+1. evaluates the trigger: CLEAR ends an open incident (and runs the rule's
+   resolve actions when it acted in it), PENDING waits, FIRED goes on;
+2. opens an incident if none is open;
+3. decides (:mod:`biomem.recovery.decisions`): disabled, guard, cooldown,
+   attempt limit, or run;
+4. runs the actions in order — each planned, then done (or only rendered in
+   a dry run, or skipped as unavailable) — and starts the cooldown; or, when
+   the attempts are used up, runs the escalation actions once per incident;
+5. audits every decision, counts it for the metrics, and persists the rule's
+   state (attempts, cooldown, incident) so a restart does not reset them.
+
+In a dry run (RECOVERY_DRY_RUN) the engine decides exactly as it would, keeps
+its state in memory only and records each action's plan with reason
+``dry_run``: nothing is done and nothing of the real state changes.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from biomem.config.recovery import RecoveryRule
+from biomem.logfile import LogFile
+from biomem.logging import get_logger
+from biomem.recovery.actions import (
+    Action,
+    Escalator,
+    build_actions,
+)
+from biomem.recovery.audit import AuditRecord, PersistedState, RecoveryAudit
+from biomem.recovery.decisions import (
+    RuleState,
+    Verdict,
+    close_incident,
+    decide,
+    guard_holds,
+    open_incident,
+    record_attempt,
+    should_escalate,
+)
+from biomem.recovery.processes import ProcessRegistry
+from biomem.recovery.rules import Fired, Observation, TriggerResult, evaluate
+from biomem.recovery.runner import ActionRunner
+from biomem.recovery.signals import SignalSource
+from biomem.resilience.clock import Clock
+from biomem.resilience.errors import InputError
+
+if TYPE_CHECKING:
+    from biomem.app import App
+    from biomem.config.tree import RecoverySettings
+    from biomem.orchestrator import Orchestrator
+
+__all__ = ["RecoveryEngine", "UnknownRuleError"]
+
+log = get_logger(__name__)
+
+
+class UnknownRuleError(InputError):
+    """``biomem recovery run`` was given a rule name that does not exist."""
+
+    def __init__(self, name: str, known: Sequence[str]) -> None:
+        super().__init__(f"no recovery rule {name!r}; known: {', '.join(known)}")
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class RecoveryEngine:
+    """Rules acting on what the process observes.
+
+    Args:
+        app: the resources the actions work on (store, PostgreSQL, caches, DLQ).
+        signals: where observations come from.
+        audit: the audit table and persisted rule states.
+        processes: the commands and workers biomem starts.
+        escalator: receives escalations (the alert service, or a log).
+        orchestrator: stage runs and schedules; None without the daemon's.
+        rules: the rules (default: the settings' defaults with overrides).
+        clock: monotonic time for every decision (a FakeClock in tests).
+        wall_clock: times people read, and for persisting state.
+        rng: draws the cooldown jitter.
+        dry_run / enabled: the switches (default: RECOVERY_DRY_RUN and
+            AUTOMATED_RECOVERY_ENABLED).
+    """
+
+    def __init__(
+        self,
+        *,
+        app: App,
+        signals: SignalSource,
+        audit: RecoveryAudit,
+        processes: ProcessRegistry,
+        escalator: Escalator,
+        orchestrator: Orchestrator | None = None,
+        rules: Sequence[RecoveryRule] | None = None,
+        actions: Mapping[str, Action] | None = None,
+        clock: Clock | None = None,
+        wall_clock: Callable[[], datetime] = _utc_now,
+        rng: random.Random | None = None,
+        log_file: LogFile | None = None,
+        dry_run: bool | None = None,
+        enabled: bool | None = None,
+    ) -> None:
+        self._app = app
+        self.settings: RecoverySettings = app.settings.recovery
+        self._signals = signals
+        self._audit = audit
+        self.rules = list(rules) if rules is not None else self.settings.active_rules()
+        self._clock = clock if clock is not None else app.guards.clock
+        self._wall = wall_clock
+        self._rng = rng if rng is not None else random.Random()  # noqa: S311 - jitter
+        self.dry_run = self.settings.dry_run if dry_run is None else dry_run
+        self.enabled = self.settings.enabled if enabled is None else enabled
+        self._lock = threading.RLock()
+        self._runner = ActionRunner(
+            app=app,
+            settings=self.settings,
+            audit=audit,
+            processes=processes,
+            escalator=escalator,
+            actions=actions if actions is not None else build_actions(),
+            clock=self._clock,
+            wall_clock=wall_clock,
+            orchestrator=orchestrator,
+            log_file=log_file,
+            dry_run=self.dry_run,
+        )
+        self._states: dict[str, RuleState] = {}
+        self._dirty: set[str] = set()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._load_states()
+
+    # ----------------------------------------------------------------- state
+
+    def _load_states(self) -> None:
+        if self.dry_run:
+            return  # a dry run starts from nothing and never writes: the real state is untouched
+        try:
+            stored = self._audit.load_states()
+        except Exception as exc:  # noqa: BLE001 - the store may be failing: start afresh
+            log.warning("recovery_state_unreadable", error=str(exc))
+            return
+        now, wall = self._clock.monotonic(), self._wall().timestamp()
+
+        def mono(epoch: float) -> float:
+            return now + (epoch - wall)
+
+        for name, saved in stored.items():
+            self._states[name] = RuleState(
+                attempts=[mono(t) for t in saved.attempts],
+                cooldown_until=-math.inf
+                if saved.cooldown_until is None
+                else mono(saved.cooldown_until),
+                incident_id=saved.incident_id,
+                incident_started=None
+                if saved.incident_started is None
+                else mono(saved.incident_started),
+                escalated=saved.escalated,
+                acted=saved.acted,
+            )
+
+    def state(self, rule: str) -> RuleState:
+        """A copy of a rule's state (clock seconds)."""
+        with self._lock:
+            return self._states.get(rule, RuleState()).copy()
+
+    def _state(self, rule: str) -> RuleState:
+        return self._states.setdefault(rule, RuleState())
+
+    def _persist(self) -> None:
+        # Both clocks read together: actions may have taken a while since the tick began.
+        now, wall = self._clock.monotonic(), self._wall().timestamp()
+
+        def epoch(t: float) -> float:
+            return wall + (t - now)
+
+        for name in sorted(self._dirty):
+            s = self._states[name]
+            self._audit.save_state(
+                name,
+                PersistedState(
+                    attempts=tuple(epoch(t) for t in s.attempts),
+                    cooldown_until=None
+                    if math.isinf(s.cooldown_until)
+                    else epoch(s.cooldown_until),
+                    incident_id=s.incident_id,
+                    incident_started=None
+                    if s.incident_started is None
+                    else epoch(s.incident_started),
+                    escalated=s.escalated,
+                    acted=s.acted,
+                ),
+            )
+        self._dirty.clear()
+
+    # ----------------------------------------------------------------- evaluation
+
+    def tick(self) -> list[AuditRecord]:
+        """One evaluation of every rule; returns the decisions. Never raises."""
+        with self._lock:
+            records: list[AuditRecord] = []
+            now = self._clock.monotonic()
+            try:
+                observation = self._signals.observe(now)
+                guard = guard_holds(
+                    observation.statuses.values(), self.settings.max_unhealthy_share
+                )
+                for rule in self.rules:
+                    try:
+                        records += self._evaluate(rule, observation, guard, now)
+                    except Exception:  # one rule's bug must not silence the others
+                        log.exception("recovery_rule_crashed", rule=rule.name)
+            except Exception:  # the loop never dies: log whole and go on
+                log.exception("recovery_tick_crashed")
+            self._finish()
+            return records
+
+    def _finish(self) -> None:
+        try:
+            if self.dry_run:
+                self._dirty.clear()  # a dry run's state lives in memory only
+            else:
+                self._persist()
+            self._audit.flush()
+        except Exception:  # the store's trouble is the DuckDB rule's to fix
+            log.exception("recovery_flush_crashed")
+
+    def _evaluate(
+        self, rule: RecoveryRule, obs: Observation, guard: bool, now: float
+    ) -> list[AuditRecord]:
+        result = evaluate(rule, obs)
+        state = self._state(rule.name)
+        if result.state is Fired.CLEAR:
+            if state.incident_id is None:
+                return []
+            incident, acted = state.incident_id, state.acted
+            close_incident(state)
+            self._dirty.add(rule.name)
+            log.info("recovery_incident_resolved", rule=rule.name, incident=incident)
+            if acted and rule.resolve_actions:
+                return self._runner.run(
+                    rule, rule.resolve_actions, "resolve", obs, result, incident
+                )
+            return []
+        if result.state is Fired.PENDING:
+            return []
+        if open_incident(state, now, uuid.uuid4().hex[:12]):
+            self._dirty.add(rule.name)
+            log.warning(
+                "recovery_incident_opened",
+                rule=rule.name,
+                incident=state.incident_id,
+                trigger=result.detail,
+            )
+        verdict = decide(state, rule, now, enabled=self.enabled, guard=guard)
+        current = state.incident_id
+        if verdict is Verdict.RUN:
+            record_attempt(state, rule, now, self._rng.random())
+            self._dirty.add(rule.name)
+            return self._runner.run(rule, rule.actions, "act", obs, result, current)
+        records: list[AuditRecord] = []
+        if should_escalate(state, verdict):
+            state.escalated = True
+            self._dirty.add(rule.name)
+            records += self._runner.run(
+                rule, rule.escalation_actions, "escalate", obs, result, current
+            )
+        records.append(self._skip(rule, verdict, obs, result, state, now))
+        return records
+
+    def _skip(
+        self,
+        rule: RecoveryRule,
+        verdict: Verdict,
+        obs: Observation,
+        result: TriggerResult,
+        state: RuleState,
+        now: float,
+    ) -> AuditRecord:
+        if verdict is Verdict.COOLDOWN:
+            until = self._wall() + timedelta(seconds=state.cooldown_until - now)
+            why = f"cooling down until {until:%Y-%m-%d %H:%M:%S} UTC"
+        elif verdict is Verdict.ATTEMPT_LIMIT:
+            why = f"{rule.max_attempts} attempt(s) in {rule.window_seconds:g} s used"
+        elif verdict is Verdict.GUARD:
+            down = sorted(n for n, s in obs.statuses.items() if s.rank >= 3)
+            why = f"holding back: {', '.join(down)} down at once (a shared cause?)"
+        else:
+            why = "automated recovery disabled" if not self.enabled else "rule disabled"
+        return self._runner.record(
+            rule,
+            "+".join(rule.actions),
+            "skipped",
+            "act",
+            result,
+            state.incident_id,
+            reason=verdict.value,
+            summary=why,
+        )
+
+    # ----------------------------------------------------------------- manual runs
+
+    def run_rule(self, name: str, *, dry_run: bool | None = None) -> list[AuditRecord]:
+        """Run a rule's actions now, whatever its trigger, cooldown and attempts say.
+
+        An operator's run: audited (phase ``manual``), not counted as an attempt.
+        A disabled rule is skipped. Raises :class:`UnknownRuleError`.
+        """
+        rule = next((r for r in self.rules if r.name == name), None)
+        if rule is None:
+            raise UnknownRuleError(name, [r.name for r in self.rules])
+        with self._lock:
+            now = self._clock.monotonic()
+            obs = self._signals.observe(now)
+            found = evaluate(rule, obs)
+            why = f"manual run ({found.detail})" if found.state is Fired.FIRED else "manual run"
+            result = TriggerResult(Fired.FIRED, why, found.target, found.pass_id)
+            if not rule.enabled:
+                records = [
+                    self._runner.record(
+                        rule,
+                        "+".join(rule.actions),
+                        "skipped",
+                        "manual",
+                        result,
+                        None,
+                        reason="disabled",
+                        summary="rule disabled",
+                    )
+                ]
+            else:
+                records = self._runner.run(
+                    rule, rule.actions, "manual", obs, result, None, dry_run=dry_run
+                )
+            self._audit.flush()
+            return records
+
+    # ----------------------------------------------------------------- surfaces
+
+    def counts(self) -> dict[tuple[str, str, str], int]:
+        """Decisions by (rule, action, result) since start: the metrics' counter."""
+        return self._runner.counts()
+
+    def snapshot(self) -> dict[str, Any]:
+        """What /health/detailed shows under ``recovery``."""
+        return {
+            "enabled": self.enabled,
+            "dry_run": self.dry_run,
+            "rules": len(self.rules),
+            "recent": self._audit.recent(20),
+        }
+
+    def start(self) -> None:
+        """Evaluate every ``interval_seconds`` (with jitter) on a thread of its own."""
+        if self._thread is not None:
+            return
+        try:
+            keep = timedelta(days=self.settings.audit_keep_days)
+            pruned = self._audit.prune(self._wall() - keep)
+            if pruned:
+                log.info("recovery_audit_pruned", rows=pruned)
+        except Exception as exc:  # noqa: BLE001 - pruning is housekeeping
+            log.warning("recovery_audit_prune_failed", error=str(exc))
+        interval = self.settings.interval_seconds
+        jitter = random.Random()  # noqa: S311 - jitter, not cryptography
+
+        def loop() -> None:
+            while not self._stop.wait(interval * jitter.uniform(0.9, 1.1)):
+                self.tick()
+
+        self._thread = threading.Thread(target=loop, name="recovery", daemon=True)
+        self._thread.start()
+        log.info(
+            "recovery_started", rules=len(self.rules), dry_run=self.dry_run, enabled=self.enabled
+        )
+
+    def request_stop(self) -> None:
+        """Evaluate no more; an evaluation in progress finishes."""
+        self._stop.set()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop and wait for an evaluation in progress (at most ``timeout_s``)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
