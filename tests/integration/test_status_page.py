@@ -150,7 +150,9 @@ def test_planted_markup_is_escaped_everywhere(app: App) -> None:
     checks = [FixedCheck(name, Status.DEGRADED, output=XSS) for name in COMPONENTS]
     alert = {"labels": {"alertname": XSS, "component": XSS}, "annotations": {"summary": XSS}}
     action = dict.fromkeys(("at", "rule", "action", "target", "result", "reason"), XSS)
-    api = status_api(app, checks, alerts=lambda: {"active": [alert]}, recovery=lambda: [action])
+    api = status_api(
+        app, checks, alerts=lambda: {"active": [alert]}, recovery=lambda: {"recent": [action]}
+    )
     with TestClient(api) as client:
         page = client.get("/status").text
         sections = client.get("/status/data").json()["sections"]
@@ -182,7 +184,9 @@ def test_no_secret_and_no_token_in_page_or_data(monkeypatch: pytest.MonkeyPatch)
             token=TOKEN,
             require_token=True,
             alerts=lambda: {"active": [{"annotations": {"summary": f"down: {PLANTED_URL}"}}]},
-            recovery=lambda: [{"reason": f"reconnect {PLANTED_URL}", "result": "failed"}],
+            recovery=lambda: {
+                "recent": [{"reason": f"reconnect {PLANTED_URL}", "outcome": "failed"}]
+            },
         )
         with TestClient(api) as client:
             for path in ("/status", "/status/data"):
@@ -222,7 +226,7 @@ def test_recovery_actions_skips_and_failing_providers(app: App) -> None:
         {"at": "2030-01-01T00:00:00+00:00", "rule": "duckdb_down", "action": "reconnect",
          "target": "duckdb", "result": "succeeded", "reason": "store closed"},
     ]  # fmt: skip
-    with TestClient(status_api(app, recovery=lambda: actions)) as client:
+    with TestClient(status_api(app, recovery=lambda: {"recent": actions})) as client:
         body = client.get("/status/data").json()
     recovery = body["data"]["recovery"]
     assert recovery["running"] is True
@@ -238,7 +242,9 @@ def test_recovery_actions_skips_and_failing_providers(app: App) -> None:
         page = client.get("/status")
     assert page.status_code == 200
     assert "unreadable: RuntimeError: audit table unreadable" in page.text
-    malformed = status_api(app, recovery=lambda: ["not a mapping"], alerts=lambda: {"active": [7]})
+    malformed = status_api(
+        app, recovery=lambda: {"recent": ["not a mapping"]}, alerts=lambda: {"active": [7]}
+    )
     with TestClient(malformed) as client:
         page = client.get("/status")
     assert page.status_code == 200

@@ -384,7 +384,7 @@ def _recent_actions(
         recent = recovery().get("recent") or []
         out = []
         for row in recent:
-            result = row.get("outcome")
+            result = row.get("outcome", row.get("result"))
             if result == "skipped" and row.get("reason"):
                 result = f"skipped: {row['reason']}"
             out.append({**row, "result": result})
