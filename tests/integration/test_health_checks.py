@@ -152,7 +152,9 @@ async def test_hung_ollama_times_out_while_the_others_report(
     assert ollama.status is Status.UNHEALTHY
     assert ollama.output is not None and "timed out" in ollama.output
     assert component(snapshot, "duckdb").status is Status.HEALTHY
-    assert component(snapshot, "system_resources").status is Status.HEALTHY
+    # The machine's own CPU (a busy CI box) may make it degraded, never worse, and never
+    # unknown for lack of time: the hung Ollama took nothing from the other checks.
+    assert component(snapshot, "system_resources").status in (Status.HEALTHY, Status.DEGRADED)
     assert component(snapshot, "pipeline").status is Status.HEALTHY
     assert component(snapshot, "postgresql").status is Status.UNKNOWN
     assert snapshot.status.wire == "warn"
