@@ -38,22 +38,24 @@ Semantics:
 * Events are queued under that lock (so they keep their order) and delivered
   after it is released, by one thread at a time; a listener that raises is
   logged and ignored, and a listener may call back into the breaker.
+
+Layout: the state machine and its bookkeeping live in
+:mod:`biomem.resilience._breaker_core`, ``call``/``acall``/the decorator in
+:mod:`biomem.resilience._breaker_calls`; this module adds permits, ``with``
+blocks, reading and manual control, and holds the registry.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
-import logging
 import threading
-import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, ParamSpec, Self, TypeAlias, TypeVar, cast
+from typing import Self, TypeAlias
 
+from biomem.resilience._breaker_calls import _BreakerCalls
+from biomem.resilience._breaker_core import _DEFAULT_CONFIG, _FAILURE, _IGNORE
 from biomem.resilience._breaker_model import (
     BreakerConfig,
     BreakerEvent,
@@ -65,9 +67,7 @@ from biomem.resilience._breaker_model import (
     SlowCallRateExceeded,
     StateTransition,
 )
-from biomem.resilience._window import CountWindow, SlidingWindow, TimeWindow
-from biomem.resilience.clock import SYSTEM_CLOCK, Clock, SystemClock
-from biomem.resilience.errors import CircuitOpenError
+from biomem.resilience.clock import SYSTEM_CLOCK, Clock
 
 __all__ = [
     "BreakerConfig",
@@ -84,23 +84,11 @@ __all__ = [
     "StateTransition",
 ]
 
-logger = logging.getLogger(__name__)
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
 _CLOSED = BreakerState.CLOSED
 _OPEN = BreakerState.OPEN
-_HALF_OPEN = BreakerState.HALF_OPEN
 _DISABLED = BreakerState.DISABLED
 _FORCED_OPEN = BreakerState.FORCED_OPEN
 _METRICS_ONLY = BreakerState.METRICS_ONLY
-
-_DEFAULT_CONFIG = BreakerConfig()
-
-# How an exception counts (see the module docstring).
-_SUCCESS, _FAILURE, _IGNORE = 0, 1, 2
 
 
 # --------------------------------------------------------------------------- breaker
@@ -176,7 +164,7 @@ class Permit:
             self._breaker._release(taken[0])
 
 
-class CircuitBreaker:
+class CircuitBreaker(_BreakerCalls):
     """A circuit breaker (see the module docstring for states and semantics).
 
     Args:
@@ -186,93 +174,7 @@ class CircuitBreaker:
         listeners: receive every event (see :meth:`add_listener`).
     """
 
-    __slots__ = (
-        "__weakref__",
-        "_clock",
-        "_config",
-        "_consecutive_opens",
-        "_count",
-        "_delivering",
-        "_fail_threshold",
-        "_gen",
-        "_ignore_types",
-        "_is_failure",
-        "_judging_trials",
-        "_listeners",
-        "_lock",
-        "_min_calls",
-        "_mono",
-        "_name",
-        "_not_permitted",
-        "_open_until",
-        "_open_wait",
-        "_pending",
-        "_predicate",
-        "_rates_reported",
-        "_record_types",
-        "_slow_s",
-        "_slow_threshold",
-        "_state",
-        "_trials",
-        "_trials_admitted",
-        "_trials_done",
-        "_trials_failed",
-        "_trials_slow",
-        "_window",
-    )
-
-    def __init__(
-        self,
-        name: str,
-        config: BreakerConfig = _DEFAULT_CONFIG,
-        *,
-        clock: Clock = SYSTEM_CLOCK,
-        listeners: Iterable[BreakerListener] = (),
-    ) -> None:
-        self._name = name
-        self._config = config
-        self._clock = clock
-        # The system clock's monotonic() is time.monotonic; calling it directly
-        # saves a Python-level call twice per protected call.
-        self._mono: Callable[[], float] = (
-            time.monotonic if type(clock) is SystemClock else clock.monotonic
-        )
-        self._lock = threading.Lock()
-        self._state = _CLOSED
-        self._gen = 0
-        self._window: SlidingWindow
-        self._count: CountWindow | None  # the window again, when it counts calls
-        if config.window_type == "count":
-            self._min_calls = min(config.minimum_calls, config.window_size)
-            self._window = self._count = CountWindow(config.window_size, self._min_calls)
-        else:
-            self._min_calls = config.minimum_calls
-            self._window = TimeWindow(config.window_size, self._min_calls)
-            self._count = None
-        self._fail_threshold = config.failure_rate_threshold
-        self._slow_threshold = config.slow_call_rate_threshold
-        self._slow_s = config.slow_call_duration_s
-        self._record_types = config.record_exceptions
-        self._ignore_types = config.ignore_exceptions
-        self._predicate = config.record_predicate
-        self._is_failure = config.result_is_failure
-        self._open_until = 0.0
-        self._open_wait = 0.0
-        self._consecutive_opens = 0
-        self._trials = config.permitted_calls_in_half_open
-        self._trials_admitted = 0
-        self._trials_done = 0
-        self._trials_failed = 0
-        self._trials_slow = 0
-        # Whether metrics() shows the trials rather than the window: from
-        # HALF_OPEN until the next CLOSED (so also in the OPEN a failed trial
-        # round leads to, as the numbers that reopened the breaker).
-        self._judging_trials = False
-        self._not_permitted = 0
-        self._rates_reported = False  # METRICS_ONLY reports each crossing once
-        self._listeners: tuple[BreakerListener, ...] = tuple(listeners)
-        self._pending: deque[BreakerEvent] = deque()
-        self._delivering = threading.Lock()
+    __slots__ = ()
 
     def __repr__(self) -> str:
         return f"<CircuitBreaker {self._name!r} {self._state.value}>"
@@ -330,14 +232,9 @@ class CircuitBreaker:
             # A new tuple, never mutated: delivery iterates it without the lock.
             self._listeners = (*self._listeners, listener)
 
-    # ----------------------------------------------------------------- calling
+    # ----------------------------------------------------------------- permits and with blocks
     #
-    # call(), acall() and the two decorator wrappers repeat the same CLOSED
-    # fast path, plain-success recording included, instead of sharing a
-    # helper: each extra Python call would cost about as much as the rest of
-    # the bookkeeping (keep the four copies identical). Each reads the generation before the
-    # state (see _set_state), times the call with two clock readings, and
-    # takes the lock once, to record.
+    # call(), acall() and the decorator are inherited from _BreakerCalls.
 
     def acquire(self) -> Permit:
         """Ask to make one call; raise :class:`CircuitOpenError` at once if refused.
@@ -349,189 +246,6 @@ class CircuitBreaker:
         if self._state is not _CLOSED:
             gen = self._admit(now)
         return Permit(self, gen, now)
-
-    def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Call ``fn(*args, **kwargs)`` through the breaker; refused calls raise at once."""
-        gen = self._gen
-        if self._state is not _CLOSED:
-            return self._call_guarded(fn, args, kwargs)
-        mono = self._mono
-        start = mono()
-        try:
-            result = fn(*args, **kwargs)
-        except BaseException as exc:
-            self._settle_exception(gen, exc, start, mono())
-            raise
-        end = mono()
-        if end - start >= self._slow_s or self._is_failure is not None:
-            self._returned(gen, result, start, end)
-            return result
-        # A plain success, recorded inline: a matching generation under the
-        # lock means the state is still the CLOSED that admitted the call.
-        lock = self._lock
-        lock.acquire()  # acquire/release: measurably cheaper than ``with`` here
-        try:
-            if gen == self._gen:
-                count = self._count
-                if count is not None:  # a count window: just number the outcome
-                    n = count.n = count.n + 1
-                    due = n == self._min_calls
-                else:
-                    due = self._window.record(False, False, end)
-                if due:
-                    self._judge_window(_CLOSED, end)
-        finally:
-            lock.release()
-        if self._pending:
-            self._deliver()
-        return result
-
-    def _call_guarded(self, fn: Callable[..., R], args: Any, kwargs: Any) -> R:
-        """The call path in any state but CLOSED: admission under the lock."""
-        if self._state is _DISABLED:  # no lock, no clock: DISABLED costs nothing
-            return fn(*args, **kwargs)
-        mono = self._mono
-        start = mono()
-        gen = self._admit(start)
-        if gen is None:  # became DISABLED meanwhile
-            return fn(*args, **kwargs)
-        try:
-            result = fn(*args, **kwargs)
-        except BaseException as exc:
-            self._settle_exception(gen, exc, start, mono())
-            raise
-        self._returned(gen, result, start, mono())
-        return result
-
-    async def acall(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Await ``fn(*args, **kwargs)`` through the breaker; refused calls raise at once.
-
-        The lock is never held across an ``await``; cancellation counts as ignored.
-        """
-        gen = self._gen
-        if self._state is not _CLOSED:
-            return await self._acall_guarded(fn, args, kwargs)
-        mono = self._mono
-        start = mono()
-        try:
-            result = await fn(*args, **kwargs)
-        except BaseException as exc:
-            self._settle_exception(gen, exc, start, mono())
-            raise
-        end = mono()
-        if end - start >= self._slow_s or self._is_failure is not None:
-            self._returned(gen, result, start, end)
-            return result
-        lock = self._lock  # a plain success, recorded inline as in call()
-        lock.acquire()
-        try:
-            if gen == self._gen:
-                count = self._count
-                if count is not None:  # a count window: just number the outcome
-                    n = count.n = count.n + 1
-                    due = n == self._min_calls
-                else:
-                    due = self._window.record(False, False, end)
-                if due:
-                    self._judge_window(_CLOSED, end)
-        finally:
-            lock.release()
-        if self._pending:
-            self._deliver()
-        return result
-
-    async def _acall_guarded(self, fn: Callable[..., Awaitable[R]], args: Any, kwargs: Any) -> R:
-        if self._state is _DISABLED:
-            return await fn(*args, **kwargs)
-        mono = self._mono
-        start = mono()
-        gen = self._admit(start)
-        if gen is None:  # became DISABLED meanwhile
-            return await fn(*args, **kwargs)
-        try:
-            result = await fn(*args, **kwargs)
-        except BaseException as exc:
-            self._settle_exception(gen, exc, start, mono())
-            raise
-        self._returned(gen, result, start, mono())
-        return result
-
-    def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
-        """Decorate ``fn`` (sync or ``async def``) so that every call goes through the breaker."""
-        if inspect.iscoroutinefunction(fn):
-            afn = cast(Callable[P, Awaitable[Any]], fn)
-
-            @functools.wraps(fn)
-            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-                gen = self._gen
-                if self._state is not _CLOSED:
-                    return await self._acall_guarded(afn, args, kwargs)
-                mono = self._mono
-                start = mono()
-                try:
-                    result = await afn(*args, **kwargs)
-                except BaseException as exc:
-                    self._settle_exception(gen, exc, start, mono())
-                    raise
-                end = mono()
-                if end - start >= self._slow_s or self._is_failure is not None:
-                    self._returned(gen, result, start, end)
-                    return result
-                lock = self._lock  # a plain success, recorded inline as in call()
-                lock.acquire()
-                try:
-                    if gen == self._gen:
-                        count = self._count
-                        if count is not None:  # a count window: just number the outcome
-                            n = count.n = count.n + 1
-                            due = n == self._min_calls
-                        else:
-                            due = self._window.record(False, False, end)
-                        if due:
-                            self._judge_window(_CLOSED, end)
-                finally:
-                    lock.release()
-                if self._pending:
-                    self._deliver()
-                return result
-
-            return cast(Callable[P, R], async_wrapper)
-
-        @functools.wraps(fn)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            gen = self._gen
-            if self._state is not _CLOSED:
-                return self._call_guarded(fn, args, kwargs)
-            mono = self._mono
-            start = mono()
-            try:
-                result = fn(*args, **kwargs)
-            except BaseException as exc:
-                self._settle_exception(gen, exc, start, mono())
-                raise
-            end = mono()
-            if end - start >= self._slow_s or self._is_failure is not None:
-                self._returned(gen, result, start, end)
-                return result
-            lock = self._lock  # a plain success, recorded inline as in call()
-            lock.acquire()
-            try:
-                if gen == self._gen:
-                    count = self._count
-                    if count is not None:  # a count window: just number the outcome
-                        n = count.n = count.n + 1
-                        due = n == self._min_calls
-                    else:
-                        due = self._window.record(False, False, end)
-                    if due:
-                        self._judge_window(_CLOSED, end)
-            finally:
-                lock.release()
-            if self._pending:
-                self._deliver()
-            return result
-
-        return wrapper
 
     def __enter__(self) -> Self:
         start = self._mono()
@@ -607,237 +321,6 @@ class CircuitBreaker:
             else:
                 self._close(now)
         self._deliver()
-
-    def _transition(self, to: BreakerState) -> None:
-        now = self._mono()
-        with self._lock:
-            if self._state is to:
-                return
-            if to is _CLOSED:
-                self._close(now)
-            elif to is _OPEN:
-                self._open(now)
-            else:
-                if to is _METRICS_ONLY:
-                    self._window.reset()
-                    self._rates_reported = False
-                self._set_state(to, now)
-        self._deliver()
-
-    # ----------------------------------------------------------------- bookkeeping
-
-    def _admit(self, now: float) -> int | None:
-        """Admit a call outside the CLOSED fast path: its generation, None if DISABLED.
-
-        Raises:
-            CircuitOpenError: the call is refused.
-        """
-        gen: int | None = None
-        refused = False
-        retry_after = 0.0
-        with self._lock:
-            state = self._state
-            if state is _OPEN and now >= self._open_until:
-                self._set_state(_HALF_OPEN, now)
-                state = _HALF_OPEN
-            if state is _HALF_OPEN:
-                if self._trials_admitted < self._trials:
-                    self._trials_admitted += 1
-                    gen = self._gen
-                else:
-                    refused = True  # retry_after unknown: it depends on the trials in flight
-            elif state is _CLOSED or state is _METRICS_ONLY:
-                gen = self._gen
-            elif state is not _DISABLED:  # OPEN, FORCED_OPEN
-                refused = True
-                if state is _OPEN:
-                    retry_after = max(0.0, self._open_until - now)
-            if refused:
-                self._not_permitted += 1
-                if self._listeners:
-                    self._pending.append(CallNotPermitted(self._name, now))
-        if self._pending:  # deliver outside the lock
-            self._deliver()
-        if refused:
-            raise CircuitOpenError(self._name, retry_after)
-        return gen
-
-    def _result_failed(self, value: object) -> bool:
-        is_failure = self._is_failure
-        if is_failure is None:
-            return False
-        try:
-            return bool(is_failure(value))
-        except Exception:  # a broken predicate must not lose the outcome: count a failure
-            logger.exception("breaker %s: result_is_failure raised; counted as failure", self._name)
-            return True
-
-    def _classify(self, exc: BaseException) -> int:
-        if isinstance(exc, self._ignore_types):
-            return _IGNORE
-        if isinstance(exc, self._record_types):
-            predicate = self._predicate
-            if predicate is None:
-                return _FAILURE
-            try:
-                if predicate(exc):
-                    return _FAILURE
-            except Exception:  # a broken predicate must not lose the outcome: count a failure
-                logger.exception(
-                    "breaker %s: record_predicate raised; counted as failure", self._name
-                )
-                return _FAILURE
-        # Not recorded: the dependency answered (success) unless the call never
-        # finished (cancellation, KeyboardInterrupt, GeneratorExit: ignored).
-        return _SUCCESS if isinstance(exc, Exception) else _IGNORE
-
-    def _settle_exception(self, gen: int, exc: BaseException, start: float, end: float) -> None:
-        kind = self._classify(exc)
-        if kind == _IGNORE:
-            self._release(gen)
-        else:
-            self._record(gen, kind == _FAILURE, end - start >= self._slow_s, end)
-
-    def _release(self, gen: int) -> None:
-        """An ignored call: free its half-open trial slot, if it holds one."""
-        # Unlocked pre-check: if the state is not HALF_OPEN now, a trial of
-        # ``gen`` is already stale, and a CLOSED call holds no slot.
-        if self._state is not _HALF_OPEN:
-            return
-        with self._lock:
-            if gen == self._gen and self._state is _HALF_OPEN:
-                self._trials_admitted -= 1
-
-    def _returned(self, gen: int, result: object, start: float, end: float) -> None:
-        """Record a call of generation ``gen`` that returned ``result``.
-
-        The call paths inline the commonest case (a plain success in CLOSED);
-        this handles the rest.
-        """
-        failed = False if self._is_failure is None else self._result_failed(result)
-        self._record(gen, failed, end - start >= self._slow_s, end)
-
-    def _record(self, gen: int, failed: bool, slow: bool, now: float) -> None:
-        """Record one outcome of a call admitted in generation ``gen``."""
-        lock = self._lock
-        lock.acquire()  # acquire/release: measurably cheaper than ``with`` here
-        try:
-            if gen != self._gen:
-                return  # admitted before a state change: stale
-            state = self._state
-            if state is _CLOSED:
-                if self._window.record(failed, slow, now):
-                    self._judge_window(state, now)
-            elif state is _HALF_OPEN:
-                self._judge_trial(failed, slow, now)
-            elif state is _METRICS_ONLY:
-                # Judged at every call, to notice the rates dropping back too.
-                self._window.record(failed, slow, now)
-                self._judge_window(state, now)
-            else:
-                return  # OPEN, FORCED_OPEN, DISABLED record nothing
-        finally:
-            lock.release()
-        if self._pending:
-            self._deliver()
-
-    # The methods below run with the lock held.
-
-    def _judge_window(self, state: BreakerState, now: float) -> None:
-        calls, failures, slow = self._window.snapshot(now)
-        if calls < self._min_calls:
-            return
-        failure_rate = failures / calls
-        slow_rate = slow / calls
-        if failure_rate < self._fail_threshold and slow_rate < self._slow_threshold:
-            self._rates_reported = False
-        elif state is _CLOSED:
-            self._trip(failure_rate, slow_rate, now)
-        elif not self._rates_reported:  # METRICS_ONLY: report each crossing once
-            self._rates_reported = True
-            self._queue_rates(failure_rate, slow_rate, now)
-
-    def _judge_trial(self, failed: bool, slow: bool, now: float) -> None:
-        self._trials_done += 1
-        self._trials_failed += failed
-        self._trials_slow += slow
-        done = self._trials_done
-        if done < self._trials:
-            return
-        failure_rate = self._trials_failed / done
-        slow_rate = self._trials_slow / done
-        if failure_rate >= self._fail_threshold or slow_rate >= self._slow_threshold:
-            self._trip(failure_rate, slow_rate, now)
-        else:
-            self._close(now)
-
-    def _queue_rates(self, failure_rate: float, slow_rate: float, now: float) -> None:
-        if not self._listeners:
-            return
-        if failure_rate >= self._fail_threshold:
-            self._pending.append(FailureRateExceeded(self._name, failure_rate, now))
-        if slow_rate >= self._slow_threshold:
-            self._pending.append(SlowCallRateExceeded(self._name, slow_rate, now))
-
-    def _trip(self, failure_rate: float, slow_rate: float, now: float) -> None:
-        self._queue_rates(failure_rate, slow_rate, now)
-        self._open(now)
-
-    def _open(self, now: float) -> None:
-        config = self._config
-        self._consecutive_opens += 1
-        if self._consecutive_opens == 1:
-            wait = config.wait_duration_open_s
-        else:  # grown step by step: multiplier ** n would overflow a float
-            wait = self._open_wait * config.wait_multiplier
-        self._open_wait = min(wait, config.max_wait_duration_open_s)
-        self._open_until = now + self._open_wait
-        self._set_state(_OPEN, now)
-
-    def _close(self, now: float) -> None:
-        self._window.reset()
-        self._consecutive_opens = 0
-        self._set_state(_CLOSED, now)
-
-    def _set_state(self, to: BreakerState, now: float) -> None:
-        previous = self._state
-        if to is _HALF_OPEN:
-            self._trials_admitted = self._trials_done = 0
-            self._trials_failed = self._trials_slow = 0
-            self._judging_trials = True
-        elif to is _CLOSED or to is _METRICS_ONLY:
-            self._judging_trials = False
-        # The state first, then the generation: the unlocked fast path reads
-        # the generation first, so it never pairs CLOSED with a newer generation
-        # than the one CLOSED belongs to.
-        self._state = to
-        self._gen += 1
-        if self._listeners:
-            self._pending.append(StateTransition(self._name, previous, to, now))
-
-    # ----------------------------------------------------------------- events
-
-    def _deliver(self) -> None:
-        """Deliver queued events, in order, outside the state lock.
-
-        One thread delivers at a time; a thread that finds another delivering
-        leaves its events to it, and the deliverer checks the queue again after
-        releasing, so no event is stranded.
-        """
-        pending = self._pending
-        while pending:
-            if not self._delivering.acquire(blocking=False):
-                return
-            try:
-                while pending:
-                    event = pending.popleft()
-                    for listener in self._listeners:
-                        try:
-                            listener(event)
-                        except Exception:  # a listener must never break the call path
-                            logger.exception("breaker %s: listener failed on %r", self._name, event)
-            finally:
-                self._delivering.release()
 
 
 # --------------------------------------------------------------------------- registry

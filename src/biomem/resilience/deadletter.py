@@ -36,6 +36,8 @@ from typing import Any
 
 import structlog
 
+from biomem.resilience._dlq_duckdb import DuckDBDeadLetterStore, DuckDBTransactions
+from biomem.resilience._dlq_postgres import PostgresDeadLetterStore
 from biomem.resilience._dlq_replay import (
     _REPLAYABLE,
     DeadLetterDead,
@@ -58,14 +60,7 @@ from biomem.resilience._dlq_replay import (
     _utc_now,
     backoff_delay_s,
 )
-from biomem.resilience._dlq_sql import (
-    DeadLetter,
-    DeadLetterStatus,
-    DeadLetterStore,
-    DuckDBDeadLetterStore,
-    DuckDBTransactions,
-    PostgresDeadLetterStore,
-)
+from biomem.resilience._dlq_sql import DeadLetter, DeadLetterStatus, DeadLetterStore
 from biomem.resilience._dlq_tiered import TieredDeadLetterStore
 from biomem.resilience.clock import SYSTEM_CLOCK, Clock
 from biomem.resilience.errors import InputError
