@@ -8,7 +8,6 @@ and exit code 1; results go to standard output, logs to standard error.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 import sys
@@ -17,7 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -25,8 +24,6 @@ from rich.progress import Progress
 from rich.table import Table
 
 from biomem import __version__
-from biomem.alerting import AlertService
-from biomem.app import App
 from biomem.cli_alerts import alerts_app
 from biomem.cli_common import (
     EXIT_CONFIG,
@@ -41,15 +38,13 @@ from biomem.cli_dlq import dlq_app
 from biomem.cli_health import health
 from biomem.cli_recovery import recovery_app
 from biomem.config import Settings, effective_config
-from biomem.health.checks import build_checks
-from biomem.health.monitor import HealthMonitor
-from biomem.health.server import build_health_server, check_token_policy
+from biomem.daemon import run_daemon, store_summary
+from biomem.health.server import check_token_policy
 from biomem.ingest import IngestCounts, PostgresSource, ingest_jsonl
 from biomem.logging import get_logger
 from biomem.orchestrator import Orchestrator, run_postgres_ingest
 from biomem.pipeline.recall import recall as recall_memories
 from biomem.pipeline.runner import StageOutcome, resolve_stages
-from biomem.recovery import RecoveryService
 from biomem.store import DuckDBStore
 from biomem.store.runs import RunStatus, record_run
 
@@ -69,18 +64,8 @@ app.command("health")(health)
 log = get_logger("biomem.cli")
 
 
-def _store_summary(store: DuckDBStore) -> dict[str, Any]:
-    memories = store.fetchone("SELECT count(*) FROM memories")
-    quarantined = store.fetchone("SELECT count(*) FROM quarantine")
-    return {
-        "store": str(store.path),
-        "memories": int(memories[0]) if memories else 0,
-        "quarantined": int(quarantined[0]) if quarantined else 0,
-    }
-
-
 def _print_counts(counts: IngestCounts, *, store: DuckDBStore, as_json: bool) -> None:
-    summary = {**counts.as_dict(), **_store_summary(store)}
+    summary = {**counts.as_dict(), **store_summary(store)}
     if as_json:
         typer.echo(json.dumps({**summary, "quarantine_reasons": counts.reasons}))
         return
@@ -244,7 +229,12 @@ def run(
             if once:
                 outcomes = _run_once(orchestrator, names, moment, console)
             else:
-                _run_daemon(orchestrator, application, console, stop)
+                run_daemon(
+                    orchestrator,
+                    application,
+                    stop,
+                    on_pass=lambda outcomes: _print_summary(outcomes, console),
+                )
                 outcomes = []
         finally:
             orchestrator.stop()
@@ -272,63 +262,6 @@ def _run_once(
             return update
 
         return orchestrator.run_pass(names, as_of=moment, progress_for=progress_for)
-
-
-def _run_daemon(
-    orchestrator: Orchestrator, application: App, console: Console, stop: threading.Event
-) -> None:
-    summary = _store_summary(application.store)
-    client = application.postgres
-    settings = application.settings
-    typer.echo(
-        f"biomem {__version__}: store {summary['store']}: {summary['memories']} memories, "
-        f"{summary['quarantined']} quarantined records"
-    )
-    typer.echo(
-        "PostgreSQL source: "
-        + ("configured" if client is not None else "not configured (embedded only)")
-    )
-    monitor = HealthMonitor(
-        build_checks(application), interval_s=settings.health.check_interval_seconds
-    )
-    alerting = AlertService(
-        application,
-        monitor,
-        external_url=f"http://{settings.health.host}:{settings.health.port}/health/alerts",
-    )
-    recovery = RecoveryService(application, monitor, orchestrator, alerting=alerting)
-    server = None
-    if settings.health.http_endpoints:
-        server = build_health_server(
-            application,
-            monitor,
-            alerts=alerting.snapshot,
-            shutting_down=stop.is_set,
-            alerting=alerting,
-            recovery=recovery,
-        )
-        server.start()
-        typer.echo(f"health endpoints: {server.url}/health, {server.url}/metrics")
-        typer.echo(f"status page: {server.url}/status")
-    alerting.start()
-    if settings.health.continuous_monitoring:
-        monitor.start()
-    else:
-        # Without the background monitor the snapshot is taken once, at start.
-        asyncio.run(monitor.run_once())
-    typer.echo("running; press Ctrl-C to stop")
-    try:
-        orchestrator.start(on_pass=lambda outcomes: _print_summary(outcomes, console))
-        recovery.start()
-        # wait() with a timeout keeps the main thread responsive to signals.
-        while not stop.wait(1.0):
-            pass
-    finally:
-        recovery.stop()
-        monitor.stop()
-        alerting.stop()
-        if server is not None:
-            server.stop()
 
 
 @app.command()
