@@ -153,8 +153,14 @@ class Orchestrator:
         """Replay due dead letters whose dependency is healthy (the scheduled job)."""
         if self.stop_event.is_set():
             return
-        with self._lock:
-            report = self._app.dlq.replay_due(is_healthy=self._app.is_healthy)
+        try:
+            with self._lock:
+                report = self._app.dlq.replay_due(is_healthy=self._app.is_healthy)
+        except BiomemError as exc:
+            # The store itself fails (a full disk, its breaker open): catch, log, continue;
+            # the letters wait, and the next run of this job tries again.
+            log.error("dead_letter_replay_failed", error=str(exc))
+            return
         if report.selected:
             log.info(
                 "dead_letters_replayed",

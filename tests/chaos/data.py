@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
@@ -22,7 +20,7 @@ import psycopg
 
 from tests.conftest import SAMPLES
 
-__all__ = ["SourceTable", "jsonl_dataset", "sample_records"]
+__all__ = ["Backends", "SourceTable", "jsonl_dataset", "sample_records"]
 
 _START = datetime(2026, 10, 5, 6, 0, tzinfo=UTC)
 
@@ -108,39 +106,38 @@ class SourceTable:
             self._thread.join(30)
             self._thread = None
 
+    def stop(self) -> None:
+        """Teardown: the producer ends."""
+        self.stop_producer()
+
     def uids(self) -> set[str]:
         """The store uids of every memory the table holds now."""
         with psycopg.connect(self.url, autocommit=True) as conn:
             ids = conn.execute("SELECT id::text FROM public.memories").fetchall()
         return {f"postgres:{row[0]}" for row in ids}
 
-    def biomem_backends(self) -> list[tuple[int, str, str]]:
-        """(pid, state, query) of biomem's connections to this database."""
-        with psycopg.connect(self.url, autocommit=True) as conn:
-            rows = conn.execute(
-                "SELECT pid, coalesce(state, ''), coalesce(query, '') FROM pg_stat_activity"
-                " WHERE application_name = 'biomem' AND datname = current_database()"
-            ).fetchall()
+
+class Backends:
+    """biomem's connections to one database, seen through one connection of our own."""
+
+    def __init__(self, url: str) -> None:
+        self._conn = psycopg.connect(url, autocommit=True)
+
+    def now(self) -> list[tuple[int, str, str]]:
+        """(pid, state, query) of each biomem connection to this database."""
+        rows = self._conn.execute(
+            "SELECT pid, coalesce(state, ''), coalesce(query, '') FROM pg_stat_activity"
+            " WHERE application_name = 'biomem' AND datname = current_database()"
+        ).fetchall()
         return [(int(pid), str(state), str(query)) for pid, state, query in rows]
 
-    def terminate_biomem(self) -> int:
-        """pg_terminate_backend on each of biomem's connections; how many were ended."""
-        with psycopg.connect(self.url, autocommit=True) as conn:
-            row = conn.execute(
-                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
-                " WHERE application_name = 'biomem' AND datname = current_database()"
-            ).fetchone()
+    def terminate(self) -> int:
+        """pg_terminate_backend on each biomem connection to this database; how many."""
+        row = self._conn.execute(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE application_name = 'biomem' AND datname = current_database()"
+        ).fetchone()
         return int(row[0]) if row else 0
 
-
-def poll_backends(
-    table: SourceTable, timeout_s: float, interval_s: float = 0.02
-) -> Iterator[list[tuple[int, str, str]]]:
-    """biomem's backends, again and again until the deadline (for a test to pick its moment)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            yield table.biomem_backends()
-        except psycopg.Error:
-            yield []
-        time.sleep(interval_s)
+    def stop(self) -> None:
+        self._conn.close()

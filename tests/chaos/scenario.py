@@ -27,7 +27,8 @@ __all__ = ["BASE_CONFIG", "Scenario", "toml_text"]
 
 WEBHOOK_SECRET = "chaos-receiver-secret-0123456789"
 LLM_STAGES = ("short_term", "long_term")
-# Events in the daemon's log that mean a bug escaped a loop.
+# Events in the daemon's log that mean a bug escaped a loop (and APScheduler's
+# "Job ... raised an exception", checked apart: a job that does not catch-log-continue).
 CRASH_EVENTS = ("job_crashed", "alerting_step_crashed", "alert_adapter_failed")
 
 BASE_CONFIG: dict[str, dict[str, Any]] = {
@@ -63,6 +64,10 @@ BASE_CONFIG: dict[str, dict[str, Any]] = {
         "base_delay_seconds": 0.1,
         "max_delay_seconds": 0.5,
         "retry_timeout_seconds": 5.0,
+    },
+    "resilience.duckdb": {
+        "open_seconds": 2.0,
+        "open_multiplier": 1.0,
     },
     "resilience.ollama": {
         "window_size": 10,
@@ -108,6 +113,8 @@ class Scenario:
         self.proxy: FaultProxy | None = None
         self.receiver = Receiver()
         self.receiver_started = False
+        # Anything else with a stop() to call at the end (a proxy to PostgreSQL, a producer).
+        self.others: list[Any] = []
         self.daemon: Daemon | None = None
         self.watcher: Watcher | None = None
         self.t_fault: float | None = None
@@ -156,15 +163,16 @@ class Scenario:
         result = run_cli("ingest", str(path), env=self.env(), timeout=300)
         assert result.returncode == 0, result.stderr[-2000:]
 
-    def start(self, *, receiver: bool = True) -> Daemon:
-        """Start the receiver (unless told not to), the daemon and the watcher."""
+    def start(self, *, receiver: bool = True, wait: bool = True) -> Daemon:
+        """Start the receiver (unless told not to), the daemon and (``wait``: once it serves
+        /livez) the watcher."""
         if receiver and not self.receiver_started:
             self.receiver.start()
             self.receiver_started = True
         if self.daemon is None:
             self.daemon = Daemon(self.env(), self.tmp_path / "daemon.log")
-        self.daemon.start()
-        if self.watcher is None:
+        self.daemon.start(wait=wait)
+        if wait and self.watcher is None:
             self.watcher = Watcher(self.daemon).__enter__()
         return self.daemon
 
@@ -256,6 +264,28 @@ class Scenario:
         )
         return runs
 
+    def alerts_sentence(self) -> str:
+        """What the receiver heard, per component, as one sentence for the report."""
+        heard: dict[str, dict[str, set[str]]] = {}
+        for _, alert in self.receiver.alerts():
+            component = alert["labels"].get("component", "?")
+            entry = heard.setdefault(component, {"names": set(), "statuses": set()})
+            entry["names"].add(alert["labels"]["alertname"])
+            entry["statuses"].add(alert["status"])
+        self.figures.notifications_sent = len(self.receiver.requests)
+        if not heard:
+            return "The receiver got no notification."
+        parts = []
+        for component, entry in sorted(heard.items()):
+            statuses = " then ".join(s for s in ("firing", "resolved") if s in entry["statuses"])
+            note = " (the shared test machine's CPU)" if component == "system_resources" else ""
+            parts.append(f"{'/'.join(sorted(entry['names']))} about {component}{note}, {statuses}")
+        return (
+            f"The receiver got {len(self.receiver.requests)} notification(s): "
+            + "; ".join(parts)
+            + "."
+        )
+
     # ---- the end -----------------------------------------------------------------------
 
     def stop(self) -> None:
@@ -265,7 +295,11 @@ class Scenario:
             self.watcher.__exit__()
         code = self.daemon.stop()
         assert code == 0, f"biomem exited {code}:\n{self.daemon.log_tail()}"
-        crashes = [e for e in self.daemon.log_events() if e.get("event") in CRASH_EVENTS]
+        crashes = [
+            e
+            for e in self.daemon.log_events()
+            if e.get("event") in CRASH_EVENTS or "raised an exception" in str(e.get("event"))
+        ]
         assert not crashes, f"a loop caught a bug: {crashes[:3]}"
 
     def audit(self, expected: set[str], *, llm: bool = True) -> StoreAudit:
@@ -284,6 +318,8 @@ class Scenario:
             self.watcher.__exit__()
         if self.daemon is not None:
             self.daemon.close()
+        for other in reversed(self.others):
+            other.stop()
         if self.proxy is not None:
             self.proxy.stop()
         if self.ollama is not None:

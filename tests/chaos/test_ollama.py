@@ -37,10 +37,7 @@ def alert_story(s: Scenario, component: str) -> None:
     assert resolved, f"no resolved alert named {component}"
     names = sorted({a["labels"]["alertname"] for a in firing})
     s.figures.facts["alerts"] = {"firing": names, "resolved": len(resolved)}
-    s.figures.say(
-        f"The receiver got {len(s.receiver.requests)} notification(s): "
-        f"{', '.join(names)} firing for {component}, then resolved."
-    )
+    s.figures.say(s.alerts_sentence())
 
 
 @pytest.mark.chaos_smoke
@@ -243,7 +240,7 @@ def test_ollama_overloaded(scenario: Scenario) -> None:
     s.stop()
     audit = s.audit(uids)
     assert audit.dead_letters == []
-    s.figures.notifications_sent = len(s.receiver.requests)
+    s.figures.say(s.alerts_sentence())
     expect_recovery_audit(s.figures, "ollama")
 
 
@@ -315,5 +312,5 @@ def test_ollama_malformed(scenario: Scenario) -> None:
     s.stop()
     audit = s.audit(uids)
     assert audit.dead_letters == []
-    s.figures.notifications_sent = len(s.receiver.requests)
+    s.figures.say(s.alerts_sentence())
     expect_recovery_audit(s.figures, "ollama")
