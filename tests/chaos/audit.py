@@ -17,13 +17,31 @@ import duckdb
 import psycopg
 
 __all__ = [
+    "KnownProductBug",
     "StoreAudit",
     "WritebackAudit",
     "assert_complete",
     "audit_store",
     "audit_writeback",
     "expect_recovery_audit",
+    "known_bug",
 ]
+
+
+class KnownProductBug(AssertionError):
+    """A check that fails because of a product bug reported and not fixed yet.
+
+    Scenarios mark themselves ``xfail(raises=KnownProductBug, strict=True)``:
+    only this check may fail, any other failure still fails the test, and the
+    test fails as soon as the bug is fixed (then remove the mark).
+    """
+
+
+def known_bug(holds: bool, message: str) -> None:
+    """Raise :class:`KnownProductBug` with ``message`` unless ``holds``."""
+    if not holds:
+        raise KnownProductBug(message)
+
 
 # Per memory: whether its derived rows are there and current, and by whom.
 _PER_MEMORY = """

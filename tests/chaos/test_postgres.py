@@ -16,7 +16,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from tests.chaos.audit import StoreAudit, audit_writeback, expect_recovery_audit
+from tests.chaos.audit import (
+    KnownProductBug,
+    StoreAudit,
+    audit_writeback,
+    expect_recovery_audit,
+    known_bug,
+)
 from tests.chaos.data import Backends, SourceTable
 from tests.chaos.figures import round_s
 from tests.chaos.harness import wait_for
@@ -218,6 +224,7 @@ def test_pg_terminate_backend(scenario: Scenario, pg_cluster: PgCluster) -> None
 
 
 @pytest.mark.xfail(
+    raises=KnownProductBug,
     strict=True,
     reason="product bug: a PostgreSQL query that never gets an answer has no client-side "
     "deadline and holds the orchestrator's one lock, so every stage waits out the partition "
@@ -278,4 +285,4 @@ def test_pg_partition(scenario: Scenario, pg_clean_url: str) -> None:
     s.figures.say(s.alerts_sentence())
     expect_recovery_audit(s.figures, "postgresql")
     # The degradation contract (DESIGN.md): PostgreSQL away pauses ingest and writeback only.
-    assert inside, "no other stage ran during the partition: the whole pipeline waited on it"
+    known_bug(bool(inside), "no other stage ran during the partition: the pipeline waited on it")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos.audit import expect_recovery_audit
+from tests.chaos.audit import KnownProductBug, expect_recovery_audit, known_bug
 from tests.chaos.data import jsonl_dataset
 from tests.chaos.figures import round_s
 from tests.chaos.harness import wait_for
@@ -215,6 +215,7 @@ def fill(directory: Path) -> int:
 
 
 @pytest.mark.xfail(
+    raises=KnownProductBug,
     strict=True,
     reason="product bug: alerts raised while the store cannot be written are never sent: the "
     "outbox lives in the DuckDB store, and an alert resolved before its firing notification "
@@ -294,6 +295,7 @@ def test_disk_full(scenario: Scenario, tmp_path: Path) -> None:
     s.figures.facts["alerts_heard"] = heard
     s.figures.say(s.alerts_sentence())
     # Last: the alert records must tell the story too.
-    assert {"system_resources", "duckdb"} & set(heard), (
-        f"no notification about the full disk reached the receiver (outbox: {audit.outbox})"
+    known_bug(
+        bool({"system_resources", "duckdb"} & set(heard)),
+        f"no notification about the full disk reached the receiver (outbox: {audit.outbox})",
     )

@@ -355,9 +355,7 @@ class FaultProxy:
     async def _listen(self) -> None:
         # SO_REUSEADDR (asyncio's default on Linux): the port is taken again right
         # after refuse(), even with connections from before still in TIME_WAIT.
-        server = await asyncio.start_server(
-            self._accept, self.host, self._port, reuse_address=True
-        )
+        server = await asyncio.start_server(self._accept, self.host, self._port, reuse_address=True)
         self._port = int(server.sockets[0].getsockname()[1])
         self._server = server
 
