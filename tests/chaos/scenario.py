@@ -225,8 +225,10 @@ class Scenario:
         def since() -> Sample | None:
             sample = self.watch.holds_since(lambda s: s.healthy(component), after=after)
             # "For good": it must also hold in the newest sample, a few polls on.
-            latest = self.watch.snapshot()[-1]
-            return sample if sample is not None and latest.t - sample.t >= 1.0 else None
+            samples = self.watch.snapshot()
+            if sample is None or samples[-1].t - sample.t < 1.0:
+                return None
+            return sample
 
         sample = wait_for(since, timeout_s=timeout_s, what=f"{component} healthy again")
         return sample.t - after
@@ -278,7 +280,8 @@ class Scenario:
         parts = []
         for component, entry in sorted(heard.items()):
             statuses = " then ".join(s for s in ("firing", "resolved") if s in entry["statuses"])
-            note = " (the shared test machine's CPU)" if component == "system_resources" else ""
+            cpu = component == "system_resources" and entry["names"] == {"ComponentDegraded"}
+            note = " (the shared test machine's CPU)" if cpu else ""
             parts.append(f"{'/'.join(sorted(entry['names']))} about {component}{note}, {statuses}")
         return (
             f"The receiver got {len(self.receiver.requests)} notification(s): "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from biomem.alerts import (
 from biomem.health.model import Status, StatusTransition
 from biomem.resilience.breaker import BreakerState, StateTransition
 from biomem.resilience.clock import FakeClock
+from biomem.resilience.errors import DatabaseUnavailable
 from biomem.store import DuckDBStore
 
 EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
@@ -414,3 +416,46 @@ def test_snapshot_matches_alerts_body(env: Env) -> None:
     assert set(snapshot) == {"active", "recent", "undelivered"}
     assert snapshot["undelivered"] == 1
     AlertsBody.model_validate(snapshot)
+
+
+def test_incident_the_outbox_could_not_take_is_told_once_it_resolves(store: DuckDBStore) -> None:
+    """An alert that came due while the outbox could not be written (a full disk) and then
+    resolved is still sent, as resolved with its start and end, once the outbox works."""
+
+    class FullDiskOutbox(Outbox):
+        full = True
+
+        def enqueue(self, items: Any, *, now: datetime) -> Any:
+            if self.full:
+                raise DatabaseUnavailable("duckdb", "No space left on device")
+            return super().enqueue(items, now=now)
+
+    clock = FakeClock(1000.0)
+    outbox = FullDiskOutbox(store)
+    outbox.ensure_schema()
+    manager = AlertManager(
+        clock=clock,
+        wall_clock=lambda: EPOCH + timedelta(seconds=clock.monotonic()),
+        outbox=outbox,
+        receivers=[Receiver(name="ops", url="http://127.0.0.1:9/hook")],
+        group_wait_s=10,
+        repeat_interval_s=3600,
+        resolve_settle_s=30,
+    )
+
+    def run(seconds: int) -> None:
+        for _ in range(seconds):
+            clock.advance(1)
+            with contextlib.suppress(DatabaseUnavailable):
+                manager.tick()
+
+    manager.fire(DOWN)
+    run(20)  # due after 10 s; every write fails
+    manager.resolve(DOWN)
+    outbox.full = False
+    run(60)
+    (note,) = outbox.list()
+    payload = json.loads(note.payload)
+    assert payload["status"] == "resolved"
+    assert payload["alerts"][0]["labels"] == DOWN
+    assert payload["alerts"][0]["endsAt"] != "0001-01-01T00:00:00Z"

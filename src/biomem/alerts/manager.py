@@ -69,6 +69,9 @@ class _Alert:
     ends_at: datetime | None = None
     resolved_mono: float | None = None
     notified: AlertStatus | None = None  # what receivers were last told
+    # Its firing notification came due; if writing it failed (the store unwritable, say
+    # on a full disk), receivers are still owed the incident once it resolves.
+    owed: bool = False
 
     def view(self) -> AlertView:
         return AlertView(
@@ -196,7 +199,8 @@ class AlertManager:
                 self._wall(),
                 now,
             )
-            if alert.notified is None:  # receivers never heard of it: nothing to send
+            if alert.notified is None and not alert.owed:
+                # Resolved within the group wait: receivers never heard of it, nothing to send.
                 self._forget(alert)
             log.info("alert_resolved", alertname=alert.labels["alertname"], fingerprint=fp)
             return True
@@ -263,6 +267,8 @@ class AlertManager:
                 planned = self._plan(group, now, wall)
                 if planned is not None:
                     firing, settled = planned
+                    for alert in firing:
+                        alert.owed = True  # before the write, which may fail
                     items.extend(self._notifications(group, firing, settled))
                     flushed.append((group, firing, settled))
             if items:
