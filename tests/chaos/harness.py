@@ -200,13 +200,15 @@ class Watcher:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="health-watcher", daemon=True)
 
-    def __enter__(self) -> Watcher:
+    def start(self) -> Watcher:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def stop(self) -> None:
+        """Stop polling (idempotent); the samples and runs stay."""
         self._stop.set()
-        self._thread.join(10)
+        if self._thread.is_alive():
+            self._thread.join(10)
 
     def _loop(self) -> None:
         while not self._stop.is_set():

@@ -173,7 +173,7 @@ class Scenario:
             self.daemon = Daemon(self.env(), self.tmp_path / "daemon.log")
         self.daemon.start(wait=wait)
         if wait and self.watcher is None:
-            self.watcher = Watcher(self.daemon).__enter__()
+            self.watcher = Watcher(self.daemon).start()
         return self.daemon
 
     # ---- timeline ----------------------------------------------------------------------
@@ -295,7 +295,7 @@ class Scenario:
         """SIGTERM; the daemon must exit 0 with no crash in its log."""
         assert self.daemon is not None
         if self.watcher is not None:
-            self.watcher.__exit__()
+            self.watcher.stop()
         code = self.daemon.stop()
         assert code == 0, f"biomem exited {code}:\n{self.daemon.log_tail()}"
         crashes = [
@@ -318,7 +318,7 @@ class Scenario:
 
     def close(self) -> None:
         if self.watcher is not None:
-            self.watcher.__exit__()
+            self.watcher.stop()
         if self.daemon is not None:
             self.daemon.close()
         for other in reversed(self.others):

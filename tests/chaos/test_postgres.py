@@ -134,7 +134,8 @@ def test_pg_killed_mid_ingest(scenario: Scenario, pg_cluster: PgCluster) -> None
         f"PostgreSQL was killed while the daemon's ingest run was reading the source (that "
         f"run ended {killed[0]['status']}, its committed batches kept); "
         f"/health reported postgresql {detect:.1f} s later (overall warn, never fail). "
-        f"Ingest and writeback waited as dead letters ({', '.join(sorted(operations))})."
+        f"The work PostgreSQL could not take waited as dead letters: "
+        f"{', '.join(sorted(operations))}."
         if detect is not None
         else "PostgreSQL was killed mid-ingest; /health never reported it."
     )

@@ -19,8 +19,7 @@ switches faults while traffic flows:
 * ``drop_all()``: cut the existing connections (new ones are unaffected);
 * ``heal()``: remove every fault.
 
-``events`` records what was switched and when (``time.monotonic()``), so a test
-can measure from the moment a fault began.
+``events`` records what was switched and when (``time.monotonic()``).
 """
 
 from __future__ import annotations
