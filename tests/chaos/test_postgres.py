@@ -10,8 +10,9 @@ store once with its derived rows, and in PostgreSQL's copy once.
 
 from __future__ import annotations
 
+import itertools
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -224,12 +225,32 @@ def test_pg_terminate_backend(scenario: Scenario, pg_cluster: PgCluster) -> None
     expect_recovery_audit(s.figures, "postgresql")
 
 
+# The stages that never touch PostgreSQL, and how long they may go without a run while it
+# is away: their schedule is 2 s; a run held up behind a PostgreSQL wait takes far longer
+# (a pool timeout alone is 3 s, an attempt cycle 6 s, an unanswered query the whole outage).
+LOCAL_STAGES = ("short_term", "working_memory", "consolidation", "long_term", "homeostasis")
+LONGEST_PAUSE_S = 5.0
+
+
+def longest_pause(s: Scenario, start: datetime, end: datetime) -> float:
+    """The longest time within [start, end] in which no local stage finished a run."""
+    finished = sorted(
+        r["finished"]
+        for stage in LOCAL_STAGES
+        for r in s.watch.stage_runs(stage)
+        if r["finished"] is not None and start <= r["finished"] <= end
+    )
+    moments = [start, *finished, end]
+    return max((b - a).total_seconds() for a, b in itertools.pairwise(moments))
+
+
 @pytest.mark.xfail(
     raises=KnownProductBug,
     strict=True,
-    reason="product bug: a PostgreSQL query that never gets an answer has no client-side "
-    "deadline and holds the orchestrator's one lock, so every stage waits out the partition "
-    "(DESIGN.md: only ingest and writeback should pause); not a small fix",
+    reason="product bug: a PostgreSQL call waiting on a partitioned server holds the "
+    "orchestrator's one lock, so every stage waits with it: a query in flight waits out the "
+    "whole partition (no client-side deadline), each later attempt holds the pipeline for its "
+    "pool timeouts (DESIGN.md: only ingest and writeback should pause); not a small fix",
 )
 def test_pg_partition(scenario: Scenario, pg_clean_url: str) -> None:
     """For 30 s nothing passes between biomem and PostgreSQL (accepted, never answered):
@@ -238,6 +259,9 @@ def test_pg_partition(scenario: Scenario, pg_clean_url: str) -> None:
     s = scenario
     source = source_on(s, pg_clean_url, 300)
     proxy, url = via_proxy(s, pg_clean_url)
+    # A long link first (0.1 s each way; a health probe's round trips stay under the 1 s
+    # "slow" mark), so that the partition can begin while an ingest answer is on its way.
+    proxy.set_latency(0.1)
     s.extra_env["POSTGRES_DB_URL"] = url
     s.with_ollama()
     s.start()
@@ -247,36 +271,39 @@ def test_pg_partition(scenario: Scenario, pg_clean_url: str) -> None:
         timeout_s=120,
         what="a first complete writeback",
     )
+    watch = Backends(pg_clean_url)
+    s.others.append(watch)
+    wait_for(
+        lambda: any(
+            state == "idle in transaction" and "LIMIT" in query and "memories" in query
+            for _, state, query in watch.now()
+        ),
+        timeout_s=60,
+        poll_s=0.01,
+        what="an ingest query answered, the answer still on the wire",
+    )
     proxy.blackhole()
     s.fault("the proxy to PostgreSQL blackholes all traffic")
     s.wait_troubled("postgresql")
     detect = s.detected("postgresql")
     wait_for(lambda: time.monotonic() - (s.t_fault or 0) >= 30, timeout_s=40, what="30 s")
-    assert s.wall_fault is not None
-    # Runs of stages that never touch PostgreSQL, started well inside the partition (not in
-    # the moment before some PostgreSQL call first hangs) and finished before its end.
-    settled_in = s.wall_fault + timedelta(seconds=5)
-    inside = [
-        r
-        for stage in ("short_term", "working_memory", "long_term")
-        for r in s.watch.stage_runs(stage)
-        if r["started"] > settled_in and r["finished"] is not None
-    ]
     proxy.heal()
     s.heal("the partition heals")
+    assert s.wall_fault is not None and s.wall_heal is not None
     recover = s.wait_recovered("postgresql")
     s.figures.time_to_recover_s = round_s(recover)
     s.figures.recovered_by = "/health: postgresql healthy, breaker closed"
+    pause = longest_pause(s, s.wall_fault, s.wall_heal)
     quiet_then_settle(s, source)
     s.stop()
 
     audit = s.audit(source.uids())
     postgres_story(s, source, audit)
-    s.figures.facts["runs_inside_partition"] = len(inside)
+    s.figures.facts["longest_pause_of_local_stages_s"] = round_s(pause)
     s.figures.say(
         f"During the 30 s partition /health reported postgresql in trouble "
-        f"{detect:.1f} s in (overall warn); {len(inside)} runs of stages that do not need "
-        "PostgreSQL started (5 s or more into it) and finished inside it."
+        f"{detect:.1f} s in (overall warn). The stages that do not need PostgreSQL (every 2 s) "
+        f"went up to {pause:.1f} s without finishing a run: they wait behind PostgreSQL calls."
         if detect is not None
         else "During the partition /health never reported postgresql."
     )
@@ -288,4 +315,8 @@ def test_pg_partition(scenario: Scenario, pg_clean_url: str) -> None:
     s.figures.say(s.alerts_sentence())
     expect_recovery_audit(s.figures, "postgresql")
     # The degradation contract (DESIGN.md): PostgreSQL away pauses ingest and writeback only.
-    known_bug(bool(inside), "no other stage ran during the partition: the pipeline waited on it")
+    known_bug(
+        pause <= LONGEST_PAUSE_S,
+        f"the local stages went {pause:.1f} s without a run during the partition "
+        f"(schedule 2 s, allowed {LONGEST_PAUSE_S:g} s): they waited on PostgreSQL",
+    )

@@ -5,17 +5,15 @@
 ``host:port``. Its event loop runs in a background thread; the test thread
 switches faults while traffic flows:
 
-* ``set_latency(s)``: every chunk waits ``s`` seconds before it is passed on;
+* ``set_latency(s)``: every chunk is passed on ``s`` seconds after it arrived;
 * ``set_bandwidth(bytes_per_s)``: each direction of each connection is throttled;
-* ``reset()``: existing connections and every new one are aborted with a TCP RST
-  (``SO_LINGER`` 0), as a crashed peer or a middlebox would;
+* ``reset()``: existing and new connections are aborted with a RST (``SO_LINGER`` 0);
 * ``blackhole()``: new connections are accepted and never answered, and nothing
   is forwarded on existing ones (a network partition: bytes wait, as TCP
   retransmission would make them, and flow again on ``heal()``);
 * ``refuse()``: the listening socket is closed ("connection refused");
   ``heal()`` listens again on the same port;
-* ``close_after(n)``: each connection is closed once ``n`` bytes (both
-  directions together) went through;
+* ``close_after(n)``: each connection is closed after ``n`` bytes (both directions);
 * ``drop_all()``: cut the existing connections (new ones are unaffected);
 * ``heal()``: remove every fault.
 
@@ -26,21 +24,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
-import struct
 import threading
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Final, Literal, Self, TypeVar
+
+from tests.fakes._proxy_link import Link, abort_with_rst
 
 __all__ = ["FaultProxy", "ProxyEvent", "ProxyStats"]
 
 Mode = Literal["forward", "blackhole", "reset", "refuse"]
 T = TypeVar("T")
 
-_CHUNK: Final = 65536
 _CONTROL_TIMEOUT_S: Final = 10.0
 
 
@@ -63,84 +59,6 @@ class ProxyStats:
     resets: int  # connections aborted with RST
 
 
-def _abort_with_rst(writer: asyncio.StreamWriter) -> None:
-    """Close with SO_LINGER 0, so the peer gets a RST instead of a FIN."""
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    writer.transport.abort()
-
-
-class _Connection:
-    """One client connection and its upstream, pumped in both directions."""
-
-    def __init__(self, proxy: FaultProxy, client: asyncio.StreamWriter) -> None:
-        self.proxy = proxy
-        self.client = client
-        self.upstream: asyncio.StreamWriter | None = None
-        self.forwarded = 0
-        self.tasks: list[asyncio.Task[None]] = []
-
-    def abort(self, *, rst: bool) -> None:
-        for writer in (self.client, self.upstream):
-            if writer is None:
-                continue
-            if rst:
-                _abort_with_rst(writer)
-            else:
-                writer.transport.abort()
-        for task in self.tasks:
-            task.cancel()
-
-    async def pump(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, upward: bool
-    ) -> None:
-        proxy = self.proxy
-        try:
-            while True:
-                await proxy._flowing.wait()
-                size = _CHUNK
-                if proxy.bandwidth_bps is not None:
-                    # Small reads, so the throttle is smooth rather than bursty.
-                    size = max(1, min(_CHUNK, proxy.bandwidth_bps // 10))
-                data = await reader.read(size)
-                if not data:
-                    break
-                # A partition that began while this chunk was read holds it too.
-                await proxy._flowing.wait()
-                if proxy.latency_s > 0:
-                    await asyncio.sleep(proxy.latency_s)
-                if proxy.bandwidth_bps is not None:
-                    await asyncio.sleep(len(data) / proxy.bandwidth_bps)
-                limit = proxy.close_after_bytes
-                if limit is not None and self.forwarded + len(data) >= limit:
-                    data = data[: max(0, limit - self.forwarded)]
-                    self._count(len(data), upward)
-                    if data:
-                        writer.write(data)
-                        with contextlib.suppress(ConnectionError):
-                            await writer.drain()
-                    self.abort(rst=False)
-                    return
-                self._count(len(data), upward)
-                writer.write(data)
-                await writer.drain()
-            # EOF from one side: pass the half-close on, the other direction carries on.
-            if writer.can_write_eof():
-                with contextlib.suppress(OSError):
-                    writer.write_eof()
-        except (ConnectionError, OSError):
-            self.abort(rst=False)
-
-    def _count(self, size: int, upward: bool) -> None:
-        self.forwarded += size
-        if upward:
-            self.proxy._bytes_up += size
-        else:
-            self.proxy._bytes_down += size
-
-
 class FaultProxy:
     """A TCP proxy to ``upstream_host:upstream_port`` whose faults the test switches.
 
@@ -159,7 +77,7 @@ class FaultProxy:
         self.close_after_bytes: int | None = None
         self.mode: Mode = "forward"
         self.events: list[ProxyEvent] = []
-        self._connections: set[_Connection] = set()
+        self._connections: set[Link] = set()
         self._accepted = 0
         self._resets = 0
         self._bytes_up = 0
@@ -226,12 +144,7 @@ class FaultProxy:
     def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
     @property
@@ -367,12 +280,18 @@ class FaultProxy:
                 await asyncio.wait_for(server.wait_closed(), 0.5)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # Only stop() cancels a connection's task; ending quietly keeps asyncio's
+        # start_server callback from logging the cancellation as an error.
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._serve(reader, writer)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._accepted += 1
         if self.mode == "reset":
             self._resets += 1
-            _abort_with_rst(writer)
+            abort_with_rst(writer)
             return
-        conn = _Connection(self, writer)
+        conn = Link(self, writer)
         with self._lock:
             self._connections.add(conn)
         try:
