@@ -8,8 +8,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.biomem-installed
 SAMPLES := samples/memories.jsonl
 PYTEST_ARGS ?=
+CHAOS_RESULTS_DIR ?= build/chaos
 
-.PHONY: run test lint unit integration install samples clean bench chromium
+.PHONY: run test lint unit integration install samples clean bench chromium chaos
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +38,16 @@ chromium:
 		apt-get update && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
 			chromium fonts-liberation; }
+
+## chaos: every failure scenario against the real daemon, then docs/RELIABILITY.md from the results
+# The report is written whatever the outcome (a failure is documented too);
+# the target still fails when a scenario did.
+chaos: $(STAMP)
+	rm -rf $(CHAOS_RESULTS_DIR)
+	CHAOS_RESULTS_DIR=$(CHAOS_RESULTS_DIR) $(BIN)/python -m pytest -m chaos tests/chaos $(PYTEST_ARGS); \
+	status=$$?; \
+	$(BIN)/python scripts/chaos_report.py --results $(CHAOS_RESULTS_DIR) --output docs/RELIABILITY.md; \
+	exit $$status
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests scripts bench

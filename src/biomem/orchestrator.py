@@ -230,6 +230,14 @@ class Orchestrator:
             )
         return report
 
+    def _replay_job(self) -> None:
+        """The scheduled replay: a failing store (a full disk, its breaker open) is logged,
+        not raised into the scheduler; the letters wait and the next run tries again."""
+        try:
+            self.replay_dead_letters()
+        except BiomemError as exc:
+            log.error("dead_letter_replay_failed", error=str(exc))
+
     def _ingest_outcome(self, stop: threading.Event) -> StageOutcome:
         assert self._source is not None
         started = time.perf_counter()
@@ -275,7 +283,7 @@ class Orchestrator:
             self._add("ingest", schedules.ingest, self._ingest_job)
         for name in STAGES:
             self._add(name, getattr(schedules, name), self._job([name], ingest=False))
-        self._add("dead_letter_replay", schedules.dead_letter_replay, self.replay_dead_letters)
+        self._add("dead_letter_replay", schedules.dead_letter_replay, self._replay_job)
         if initial_pass:
 
             def first() -> None:

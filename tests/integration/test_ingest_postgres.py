@@ -206,3 +206,18 @@ def test_unreachable_postgres_is_one_line_without_password() -> None:
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("biomem: postgresql:")
     assert "pw-Secret-1" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_integer_ids_sharing_updated_at_are_all_read_across_batches(
+    client: PostgresClient, pg: str, store: DuckDBStore
+) -> None:
+    """Rows written in one transaction share updated_at; their integer ids (1..120) must be
+    read in numeric order across batches, or a batch ending at "100" skips 11..99."""
+    with psycopg.connect(pg, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO public.memories (id, content, created_at, updated_at, metadata)"
+            " SELECT g, 'memory ' || g, now(), now(), '{}' FROM generate_series(1, 120) g"
+        )
+    got = ingest_postgres(store, source_for(client), settings=IngestSettings(batch_size=7))
+    assert got.ingested == 120
+    assert store.execute("SELECT count(*) FROM memories") == [(120,)]

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 
-from biomem.alerts import Receiver, fingerprint
+from biomem.alerts import AlertManager, Outbox, Receiver, fingerprint
 from biomem.resilience.clock import FakeClock
+from biomem.resilience.errors import DatabaseUnavailable
 from biomem.store import DuckDBStore
 from tests.support.alert_rig import DOWN, EPOCH, Env, make_env
 
@@ -300,3 +304,46 @@ def test_firing_by_severity_leaves_silenced_alerts_out(env: Env) -> None:
         "error": 1,
         "critical": 0,
     }
+
+
+def test_incident_the_outbox_could_not_take_is_told_once_it_resolves(store: DuckDBStore) -> None:
+    """An alert that came due while the outbox could not be written (a full disk) and then
+    resolved is still sent, as resolved with its start and end, once the outbox works."""
+
+    class FullDiskOutbox(Outbox):
+        full = True
+
+        def enqueue(self, items: Any, *, now: datetime) -> Any:
+            if self.full:
+                raise DatabaseUnavailable("duckdb", "No space left on device")
+            return super().enqueue(items, now=now)
+
+    clock = FakeClock(1000.0)
+    outbox = FullDiskOutbox(store)
+    outbox.ensure_schema()
+    manager = AlertManager(
+        clock=clock,
+        wall_clock=lambda: EPOCH + timedelta(seconds=clock.monotonic()),
+        outbox=outbox,
+        receivers=[Receiver(name="ops", url="http://127.0.0.1:9/hook")],
+        group_wait_s=10,
+        repeat_interval_s=3600,
+        resolve_settle_s=30,
+    )
+
+    def run(seconds: int) -> None:
+        for _ in range(seconds):
+            clock.advance(1)
+            with contextlib.suppress(DatabaseUnavailable):
+                manager.tick()
+
+    manager.fire(DOWN)
+    run(20)  # due after 10 s; every write fails
+    manager.resolve(DOWN)
+    outbox.full = False
+    run(60)
+    (note,) = outbox.list()
+    payload = json.loads(note.payload)
+    assert payload["status"] == "resolved"
+    assert payload["alerts"][0]["labels"] == DOWN
+    assert payload["alerts"][0]["endsAt"] != "0001-01-01T00:00:00Z"

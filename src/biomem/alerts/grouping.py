@@ -53,6 +53,9 @@ class Alert:
     ends_at: datetime | None = None
     resolved_mono: float | None = None
     notified: AlertStatus | None = None  # what receivers were last told
+    # Its firing notification came due; if writing it failed (the store unwritable, say
+    # on a full disk), receivers are still owed the incident once it resolves.
+    owed: bool = False
 
     def view(self) -> AlertView:
         return AlertView(
@@ -104,11 +107,13 @@ def plan(
         group.pending_since = now
     if group.last_flush is None:
         # Never notified: wait group_wait so that alerts firing together go out together.
+        # An alert whose firing notification could not be written (the outbox
+        # failed) and which resolved since is owed to receivers as resolved.
         due = (
             fresh
             and group.pending_since is not None
             and now - group.pending_since >= timing.group_wait_s
-        )
+        ) or any(a.owed for a in settled)
     else:
         since = now - group.last_flush
         changed = fresh or bool(settled)

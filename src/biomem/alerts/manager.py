@@ -179,7 +179,8 @@ class AlertManager:
                 self._wall(),
                 now,
             )
-            if alert.notified is None:  # receivers never heard of it: nothing to send
+            if alert.notified is None and not alert.owed:
+                # Resolved within the group wait: receivers never heard of it, nothing to send.
                 self._forget(alert)
             log.info("alert_resolved", alertname=alert.labels["alertname"], fingerprint=fp)
             return True
@@ -263,6 +264,8 @@ class AlertManager:
                 planned = plan(group, members, now, self._timing, lambda a: self._silenced(a, wall))
                 if planned is not None:
                     firing, settled = planned
+                    for alert in firing:
+                        alert.owed = True  # before the write, which may fail
                     items.extend(self._notifications(group, firing, settled))
                     flushed.append((group, firing, settled))
             if items:

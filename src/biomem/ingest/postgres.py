@@ -96,9 +96,13 @@ class PostgresSource:
                 updated, sql.Identifier(cfg.created_at_column)
             )
         id_type = sql.SQL(columns[cfg.id_column][0])  # from the catalogue, not user input
+        # Output columns get names of their own: ORDER BY prefers an output column to a
+        # table column of the same name, and "id" must sort as the table's column (the
+        # type the keyset WHERE compares), not as its text (10 before 9: rows skipped).
         select = sql.SQL(
-            "SELECT {id}::text, convert_to({content}::text, 'UTF8'), {created}, {updated},"
-            " {metadata} FROM {table}"
+            "SELECT {id}::text AS biomem_id, convert_to({content}::text, 'UTF8') AS biomem_content,"
+            " {created} AS biomem_created, {updated} AS biomem_updated,"
+            " {metadata} AS biomem_metadata FROM {table}"
         ).format(
             id=ident,
             content=sql.Identifier(cfg.content_column),
