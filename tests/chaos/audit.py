@@ -94,8 +94,15 @@ class StoreAudit:
         }
 
 
-def audit_store(path: Path, expected_uids: Iterable[str]) -> StoreAudit:
-    """Read the store (read-only: the daemon must have stopped) against the source."""
+def audit_store(
+    path: Path, expected_uids: Iterable[str], *, postgres_url: str | None = None
+) -> StoreAudit:
+    """Read the store (read-only: the daemon must have stopped) against the source.
+
+    With ``postgres_url`` (the daemon ran with POSTGRES_DB_URL), dead letters live in
+    PostgreSQL's ``biomem.dead_letters`` and only spill to the store while PostgreSQL is
+    out of reach: both tables are read, so a letter moved over is still seen.
+    """
     expected = set(expected_uids)
     audit = StoreAudit(expected=len(expected))
     with duckdb.connect(str(path), read_only=True) as con:
@@ -135,7 +142,22 @@ def audit_store(path: Path, expected_uids: Iterable[str]) -> StoreAudit:
         )
         row = con.execute("SELECT count(*) FROM quarantine").fetchone()
         audit.quarantined = int(row[0]) if row else 0
+    if postgres_url is not None:
+        audit.dead_letters += _shared_dead_letters(postgres_url, columns)
+        audit.dead_letters.sort(key=lambda letter: letter["first_failed_at"])
     return audit
+
+
+def _shared_dead_letters(url: str, columns: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The dead letters in PostgreSQL's shared table (none when it was never created)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        exists = conn.execute("SELECT to_regclass('biomem.dead_letters')").fetchone()
+        if exists is None or exists[0] is None:
+            return []
+        rows = conn.execute(
+            f"SELECT {', '.join(columns)} FROM biomem.dead_letters ORDER BY first_failed_at"
+        ).fetchall()
+    return [dict(zip(columns, row, strict=True)) for row in rows]
 
 
 def assert_complete(audit: StoreAudit, *, llm: bool = True) -> None:

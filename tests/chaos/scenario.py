@@ -152,6 +152,9 @@ class Scenario:
             "HEALTH_ALERT_WEBHOOK_URL": self.receiver.url,
             "ALERT_WEBHOOK_SECRET": WEBHOOK_SECRET,
             "ALERT_GROUP_WAIT": "1s",
+            # Changes to a notified group (a resolution) wait this long: 5 minutes by
+            # default, which would outlast every scenario's deadline.
+            "ALERT_GROUP_INTERVAL": "2s",
             "ALERT_RESOLVE_SETTLE": "2s",
             "BIOMEM_LOG_LEVEL": "info",
         }
@@ -307,7 +310,9 @@ class Scenario:
 
     def audit(self, expected: set[str], *, llm: bool = True) -> StoreAudit:
         """Audit the store against the source, record the figures, assert completeness."""
-        audit = audit_store(self.store_path, expected)
+        audit = audit_store(
+            self.store_path, expected, postgres_url=self.extra_env.get("POSTGRES_DB_URL")
+        )
         self.figures.source_items = len(expected)
         self.figures.items_lost = len(audit.lost)
         self.figures.items_duplicated = audit.duplicated

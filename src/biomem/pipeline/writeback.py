@@ -17,7 +17,7 @@ from typing import Any
 from psycopg import sql
 
 from biomem.pipeline.base import StageContext, StageResult
-from biomem.resilience.errors import DatabaseUnavailable
+from biomem.resilience.errors import CircuitOpenError, DatabaseUnavailable
 
 __all__ = ["TABLES", "WritebackStage"]
 
@@ -211,7 +211,8 @@ class WritebackStage:
                 for table in TABLES:
                     cur.execute(_ddl(table))
                     _sync(cur, table, snapshot[table.name])
-        except DatabaseUnavailable as exc:
-            # The state stays in DuckDB; the next run sends it whole.
+        except (DatabaseUnavailable, CircuitOpenError) as exc:
+            # The state stays in DuckDB; the next run sends it whole. An open
+            # breaker is the same outage seen sooner: deferred, not failed.
             return StageResult(deferred=total, detail={"postgres_unavailable": str(exc)})
         return StageResult(items=total, detail={t: len(r) for t, r in snapshot.items()})
