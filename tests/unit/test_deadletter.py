@@ -162,12 +162,13 @@ def test_put_stores_a_complete_letter_readable_by_get_list_and_counts(
 def test_same_idempotency_key_updates_the_open_letter(
     queue: DeadLetterQueue, clock: FakeClock, calls: list[dict[str, Any]]
 ) -> None:
-    """A second put under an open letter's key adds an attempt and the new error, not a letter."""
+    """A second put under an open letter's key takes the new error, spends no attempt, and
+    makes no new letter."""
     first = put(queue, "k1")
     clock.advance(10)
     again = put(queue, "k1", error=failure("timeout", TimeoutError), payload={"uid": "k1", "v": 2})
     assert again.id == first.id
-    assert again.attempts == 2 and again.error_class == "TimeoutError"
+    assert again.attempts == 1 and again.error_class == "TimeoutError"
     assert again.payload == {"uid": "k1", "v": 2}
     assert again.first_failed_at == EPOCH and again.last_failed_at == EPOCH + timedelta(seconds=10)
     assert again.next_attempt_at == first.next_attempt_at

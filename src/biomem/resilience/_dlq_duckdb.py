@@ -105,7 +105,7 @@ class DuckDBDeadLetterStore(_SQLStore):
                 row = con.execute(query, builtins.list(values)).fetchone()
             else:
                 row = con.execute(
-                    "UPDATE dead_letters SET attempts = attempts + 1, payload = ?, "
+                    "UPDATE dead_letters SET payload = ?, "
                     "error_class = ?, message = ?, stack = ?, last_failed_at = ?, updated_at = ? "
                     f"WHERE id = ? RETURNING {_COLS}",
                     [

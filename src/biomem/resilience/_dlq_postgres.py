@@ -31,7 +31,7 @@ __all__ = ["PostgresDeadLetterStore"]
 
 # What a second put under an open letter's key changes (PostgreSQL's ON CONFLICT).
 _TOUCH_OPEN: Final = (
-    "SET attempts = d.attempts + 1, payload = EXCLUDED.payload, "
+    "SET payload = EXCLUDED.payload, "
     "error_class = EXCLUDED.error_class, message = EXCLUDED.message, stack = EXCLUDED.stack, "
     "last_failed_at = EXCLUDED.last_failed_at, updated_at = EXCLUDED.updated_at"
 )

@@ -68,9 +68,13 @@ class DeadLetterStore(Protocol):
     def put(self, letter: DeadLetter) -> DeadLetter:
         """Insert ``letter``, or, when an open letter has its idempotency key, update that one.
 
-        The update adds one attempt and takes the new payload, error and
-        ``last_failed_at``; it keeps id, status, ``first_failed_at`` and
-        ``next_attempt_at``. Returns the stored letter.
+        The update takes the new payload, error and ``last_failed_at``; it
+        keeps id, status, attempts, ``first_failed_at`` and ``next_attempt_at``.
+        A repeat is the same failure seen again while the letter waits (the
+        scheduled run failing through the same outage), not a replay: only
+        replays spend attempts, or an outage longer than ``max_attempts``
+        schedule periods would kill the very letter that records it.
+        Returns the stored letter.
         """
         ...
 

@@ -176,7 +176,8 @@ class DeadLetterQueue:
 
         Secret-looking payload fields are masked, except ``keep_keys``, which
         replay needs verbatim. A letter still open under ``idempotency_key``
-        is updated (one more attempt, the new error and payload) instead.
+        is updated instead (the new error and payload; no attempt spent: only
+        replays spend attempts, so a long outage cannot kill its own letter).
 
         Raises:
             InputError: the payload is not JSON-serialisable.
