@@ -333,7 +333,9 @@ def test_concurrent_puts_under_one_key_make_one_letter(pg_url: str) -> None:
         assert errors == []
         only = store.list()
         assert len(only) == 1 and only[0].attempts == 1
-        assert only[0].id in {f"letter-{slot * 100 + n:04d}" for slot in range(4) for n in range(10)}
+        assert only[0].id in {
+            f"letter-{slot * 100 + n:04d}" for slot in range(4) for n in range(10)
+        }
 
 
 def test_default_schema_is_biomem(pg_url: str) -> None:

@@ -18,6 +18,7 @@ is back.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections import Counter
@@ -57,6 +58,13 @@ def char_ngrams(word: str) -> list[str]:
     ]
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _gram_hash(gram: str) -> int:
+    # A vocabulary's n-grams repeat from memory to memory: hashing each once
+    # per process makes the fallback several times faster on a large backlog.
+    return int.from_bytes(blake2b(gram.encode(), digest_size=8).digest(), "little")
+
+
 def lexical_embedding(text: str, *, dim: int = DEFAULT_DIM) -> list[float]:
     """Return the L2-normalised hashed n-gram vector of ``text``.
 
@@ -74,15 +82,21 @@ def lexical_embedding(text: str, *, dim: int = DEFAULT_DIM) -> list[float]:
     for word, count in Counter(_WORD.findall(text.lower())).items():
         for gram in char_ngrams(word):
             grams[gram] += count
-    vector = [0.0] * dim
+    # Sparse until the end: a text touches a few hundred of the buckets, and
+    # the norm over those alone is the same exact sum (fsum) as over all.
+    buckets: dict[int, float] = {}
     for gram, count in grams.items():
-        value = int.from_bytes(blake2b(gram.encode(), digest_size=8).digest(), "little")
+        value = _gram_hash(gram)
         weight = 1.0 + math.log(count)
-        vector[value % dim] += -weight if value & _SIGN_BIT else weight
-    norm = math.sqrt(math.fsum(x * x for x in vector))
+        index = value % dim
+        buckets[index] = buckets.get(index, 0.0) + (-weight if value & _SIGN_BIT else weight)
+    norm = math.sqrt(math.fsum(x * x for x in buckets.values()))
+    vector = [0.0] * dim
     if norm == 0.0:  # no words, or (rarely) every feature cancelled out
-        return [0.0] * dim
-    return [x / norm for x in vector]
+        return vector
+    for index, x in buckets.items():
+        vector[index] = x / norm
+    return vector
 
 
 def cosine(a: Sequence[float], b: Sequence[float]) -> float:

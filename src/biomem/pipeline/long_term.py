@@ -6,10 +6,10 @@ embedding (hashed character n-grams, same dimension) stands in, marked
 sources are never compared with each other.
 
 Each batch commits its embeddings with ``indexed = false``; the network step
-then recomputes, exactly, the neighbours of every memory the new vectors can
-affect (the new ones, those that pointed at a changed one, and those now
-similar enough to one) and marks them indexed in the same transaction, so a
-crash between the two steps is finished by the next run.
+(:mod:`biomem.pipeline.semantic_network`: exact for groups up to
+``exact_max`` vectors, LSH beyond) then brings the k-nearest-neighbour network
+up to date and marks them indexed in the same transaction, so a crash between
+the two steps is finished by the next run.
 """
 
 from __future__ import annotations
@@ -23,21 +23,22 @@ from biomem.clients.ollama import OllamaClient
 from biomem.pipeline.base import StageContext, StageResult
 from biomem.pipeline.embedding import lexical_embedding
 from biomem.pipeline.llm import LLMSession, unless_stopped
+from biomem.pipeline.semantic_network import update_network
 
 __all__ = ["LongTermStage"]
 
-_TODO = """
-SELECT m.uid, m.revision, m.content
+# The to-do list is taken once per run, numbered, and read by number ranges:
+# a join of all memories with all embeddings per batch made a run quadratic.
+_SNAPSHOT = """
+CREATE OR REPLACE TEMP TABLE long_term_todo AS
+SELECT row_number() OVER (ORDER BY m.uid) AS n, m.uid, m.revision, m.content
 FROM memories m LEFT JOIN embeddings e USING (uid)
-WHERE (e.uid IS NULL OR e.revision < m.revision OR (e.source = 'fallback' AND $redo))
-  AND m.uid > $after
-ORDER BY m.uid
-LIMIT $limit
+WHERE e.uid IS NULL OR e.revision < m.revision OR (e.source = 'fallback' AND $redo)
 """
 
-_COUNT = """
-SELECT count(*) FROM memories m LEFT JOIN embeddings e USING (uid)
-WHERE e.uid IS NULL OR e.revision < m.revision OR (e.source = 'fallback' AND $redo)
+_TODO = """
+SELECT uid, revision, content FROM long_term_todo
+WHERE n > $after AND n <= $after + $limit ORDER BY n
 """
 
 _UPSERT = """
@@ -48,33 +49,6 @@ ON CONFLICT (uid) DO UPDATE SET
     revision = excluded.revision, source = excluded.source, model = excluded.model,
     vector = excluded.vector, indexed = false, embedded_at = excluded.embedded_at
 """
-
-# Comparable vectors: same source, same length.
-_PEER = "y.source = x.source AND len(y.vector) = len(x.vector) AND y.uid <> x.uid"
-
-# Run in order, in one transaction (DuckDB binds parameters per statement).
-_NETWORK = (
-    "CREATE OR REPLACE TEMP TABLE knn_changed AS SELECT uid FROM embeddings WHERE NOT indexed",
-    f"""
-    CREATE OR REPLACE TEMP TABLE knn_affected AS
-        SELECT uid FROM knn_changed
-        UNION SELECT a FROM semantic_edges WHERE b IN (SELECT uid FROM knn_changed)
-        UNION SELECT y.uid FROM knn_changed c
-              JOIN embeddings x ON x.uid = c.uid JOIN embeddings y ON {_PEER}
-              WHERE list_cosine_similarity(x.vector, y.vector) >= $min_cosine
-    """,
-    "DELETE FROM semantic_edges WHERE a IN (SELECT uid FROM knn_affected)",
-    f"""
-    INSERT INTO semantic_edges
-    SELECT a, b, similarity, CAST(rank AS INTEGER) FROM (
-        SELECT x.uid AS a, y.uid AS b, list_cosine_similarity(x.vector, y.vector) AS similarity,
-               row_number() OVER (PARTITION BY x.uid ORDER BY similarity DESC, y.uid) AS rank
-        FROM knn_affected f JOIN embeddings x ON x.uid = f.uid JOIN embeddings y ON {_PEER}
-        WHERE list_cosine_similarity(x.vector, y.vector) >= $min_cosine
-    ) WHERE rank <= $k
-    """,
-    "UPDATE embeddings SET indexed = true WHERE NOT indexed",
-)
 
 
 def _embed_call(texts: list[str]) -> Callable[[OllamaClient], Awaitable[list[list[float]]]]:
@@ -92,8 +66,11 @@ class LongTermStage:
 
     def run(self, ctx: StageContext) -> StageResult:
         result = StageResult()
-        asyncio.run(self._embed(ctx, result))
-        result.detail["affected"] = self._network(ctx)
+        try:
+            asyncio.run(self._embed(ctx, result))
+        finally:
+            ctx.store.execute("DROP TABLE IF EXISTS long_term_todo")
+        result.detail.update(self._network(ctx))
         return result
 
     async def _embed(self, ctx: StageContext, result: StageResult) -> None:
@@ -106,16 +83,17 @@ class LongTermStage:
             if not session.available:
                 result.detail["llm_unavailable"] = session.reason
             redo = session.available
-            row = ctx.store.fetchone(_COUNT, {"redo": redo})
+            ctx.store.execute(_SNAPSHOT, {"redo": redo})
+            row = ctx.store.fetchone("SELECT count(*) FROM long_term_todo")
             total = int(row[0]) if row else 0
-            after = ""
+            after = 0
             # One transaction holds up to `concurrency` requests' worth of texts.
             limit = cfg.batch_size * concurrency
             while not ctx.stop.is_set():
-                rows = ctx.store.execute(_TODO, {"redo": redo, "after": after, "limit": limit})
+                rows = ctx.store.execute(_TODO, {"after": after, "limit": limit})
                 if not rows:
                     return
-                after = str(rows[-1][0])
+                after += len(rows)
                 chunks = [rows[i : i + cfg.batch_size] for i in range(0, len(rows), cfg.batch_size)]
                 outcomes = await unless_stopped(
                     asyncio.gather(
@@ -154,14 +132,7 @@ class LongTermStage:
                 ctx.report(result.items, total)
             result.interrupted = True
 
-    def _network(self, ctx: StageContext) -> int:
-        cfg = ctx.settings.pipeline.long_term
+    def _network(self, ctx: StageContext) -> dict[str, object]:
         with ctx.store.transaction() as con:
-            params = {"min_cosine": cfg.min_cosine, "k": cfg.neighbours}
-            for statement in _NETWORK:
-                used = {name: value for name, value in params.items() if f"${name}" in statement}
-                con.execute(statement, used or None)
-            row = con.execute("SELECT count(*) FROM knn_affected").fetchone()
-            con.execute("DROP TABLE knn_changed")
-            con.execute("DROP TABLE knn_affected")
-        return int(row[0]) if row else 0
+            report = update_network(con, ctx.settings.pipeline.long_term, ctx.as_of)
+        return report.as_detail()

@@ -48,9 +48,11 @@ WHERE e.uid IS NULL OR e.revision < m.revision OR (e.source = 'fallback' AND $re
 ORDER BY n
 """
 
+# A bounded range of n, not "n > after LIMIT": the latter is a top-N over every
+# later row, once per batch (quadratic on a large backlog).
 _TODO = """
 SELECT uid, revision, content, created_at, metadata FROM short_term_todo
-WHERE n > $after ORDER BY n LIMIT $limit
+WHERE n > $after AND n <= $after + $limit ORDER BY n
 """
 
 _UPSERT = """
