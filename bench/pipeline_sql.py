@@ -20,7 +20,9 @@ short_term, ``ShortTermStage()._episodes(ctx)`` is called a second time and
 timed on its own: that is the episode SQL; the rest of the stage is the
 enrichment loop (batch query, Python fallback per memory, batch write).
 
-long_term (embeddings + exact kNN, quadratic) runs only for N <= --long-term-max.
+long_term (lexical embeddings, then the semantic network: exact up to
+``exact_max`` vectors, LSH beyond; pipeline/semantic_network.py) runs for
+N <= --long-term-max (default: every size).
 A stage that passes --cap seconds is stopped: short_term at a batch boundary
 (its stop event), a single SQL statement by ``interrupt()`` on the connection
 15 s later; a stage whose RSS passes --max-rss-gib is interrupted at once (the
@@ -365,7 +367,7 @@ def _child_run(
     ctx = StageContext(store=store, settings=settings, as_of=as_of, run_id=0)
     for name in STAGE_ORDER:
         if name == "long_term" and n > long_term_max:
-            _emit({"step": name, "skipped": f"N > {long_term_max} (exact kNN is quadratic)"})
+            _emit({"step": name, "skipped": f"N > --long-term-max {long_term_max}"})
             continue
         stop = threading.Event()
         finished = threading.Event()
@@ -697,7 +699,7 @@ def main() -> None:
     )
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--cap", type=float, default=600.0, help="seconds a stage may run")
-    parser.add_argument("--long-term-max", type=int, default=20_000)
+    parser.add_argument("--long-term-max", type=int, default=10_000_000)
     parser.add_argument(
         "--max-rss-gib", type=float, default=8.0, help="a stage over this RSS is stopped"
     )

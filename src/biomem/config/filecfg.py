@@ -207,7 +207,7 @@ class LongTermSettings(_Section):
     batch_size: int = Field(default=32, ge=1, le=1000, description="1 to 1000")
     # Groups of comparable vectors up to this size get the exact network; larger
     # ones the approximate one (LSH with sorted windows; pipeline/semantic_network.py).
-    exact_max: int = Field(default=10_000, ge=0, le=1_000_000, description="0 to 1000000")
+    exact_max: int = Field(default=5_000, ge=0, le=1_000_000, description="0 to 1000000")
     lsh_bands: int = Field(default=8, ge=1, le=32, description="1 to 32")
     lsh_bits: int = Field(default=16, ge=1, le=30, description="1 to 30")
     lsh_window: int = Field(default=32, ge=2, le=128, description="2 to 128")

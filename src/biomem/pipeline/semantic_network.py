@@ -71,6 +71,15 @@ FROM embeddings WHERE {_IN_GROUP}
 _SIMILARITY = "list_cosine_similarity(x.vector, y.vector)"
 _PASSES = "sim >= $min_cosine AND NOT isnan(sim)"
 
+# The group's vectors by id, for the exact mode (at most exact_max of them). A
+# cross product of two small tables streams; a hash join on the group's
+# (source, length), one key for every row, let the planner materialize the
+# pairs with their vectors (18 GB at 10,000 vectors).
+_EXACT_VECTORS = """
+CREATE OR REPLACE TEMP TABLE knn_vec AS
+SELECT i.id, i.uid, e.vector FROM knn_ids i JOIN embeddings e USING (uid)
+"""
+
 _EXACT_AFFECTED = f"""
 CREATE OR REPLACE TEMP TABLE knn_affected AS
 SELECT uid FROM knn_changed WHERE source = $source AND dim = $dim
@@ -80,9 +89,9 @@ WHERE s.b IN (SELECT uid FROM knn_changed)
 UNION
 SELECT uid FROM (
     SELECT y.uid, {_SIMILARITY} AS sim
-    FROM knn_changed c JOIN embeddings x ON x.uid = c.uid
-    JOIN embeddings y ON y.source = x.source AND len(y.vector) = len(x.vector)
-    WHERE c.source = $source AND c.dim = $dim AND y.uid <> x.uid
+    FROM (SELECT * FROM knn_vec WHERE uid IN (SELECT uid FROM knn_changed)) x
+    CROSS JOIN knn_vec y
+    WHERE y.id <> x.id
 ) WHERE {_PASSES}
 """
 
@@ -95,12 +104,10 @@ _TOP = "max_by({'b': b, 's': sim}, {'s': sim, 'n': -b}, $k)"
 _EXACT_TOP = f"""
 CREATE OR REPLACE TEMP TABLE knn_top AS
 SELECT a, {_TOP} AS top FROM (
-    SELECT xi.id AS a, yi.id AS b, {_SIMILARITY} AS sim
-    FROM knn_affected f
-    JOIN knn_ids xi ON xi.uid = f.uid JOIN embeddings x ON x.uid = f.uid
-    JOIN embeddings y ON y.source = x.source AND len(y.vector) = len(x.vector)
-    JOIN knn_ids yi ON yi.uid = y.uid
-    WHERE y.uid <> x.uid
+    SELECT x.id AS a, y.id AS b, {_SIMILARITY} AS sim
+    FROM (SELECT * FROM knn_vec WHERE uid IN (SELECT uid FROM knn_affected)) x
+    CROSS JOIN knn_vec y
+    WHERE y.id <> x.id
 ) WHERE {_PASSES}
 GROUP BY a
 """
@@ -196,7 +203,15 @@ SELECT a, {_TOP} AS top FROM (
 ) GROUP BY a
 """
 
-_TEMPS = ("knn_changed", "knn_ids", "knn_affected", "knn_top", "knn_new", "knn_pairs")
+_TEMPS = (
+    "knn_changed",
+    "knn_ids",
+    "knn_vec",
+    "knn_affected",
+    "knn_top",
+    "knn_new",
+    "knn_pairs",
+)
 
 
 @dataclass(slots=True)
@@ -251,6 +266,7 @@ def update_network(con: Any, cfg: LongTermSettings, now: datetime) -> NetworkRep
 
 
 def _exact(con: Any, cfg: LongTermSettings, params: dict[str, Any], *, rebuild: bool) -> int:
+    con.execute(_EXACT_VECTORS)
     if rebuild:
         # The edges were the approximate ones (or none): recompute them all.
         con.execute(_EXACT_ALL)
