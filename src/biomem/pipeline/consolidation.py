@@ -27,16 +27,20 @@ __all__ = ["HOMEOSTASIS_SCALE", "STRENGTH_SQL", "ConsolidationStage"]
 
 HOMEOSTASIS_SCALE = "homeostasis_scale"
 
-_PAIRS = """
-CREATE OR REPLACE TEMP TABLE association_stage AS
-WITH mem AS (
+_MEMBERS = """
     SELECT em.uid, em.episode_id, m.created_at, s.importance AS act, e.topics, e.entities
     FROM episode_members em
     JOIN memories m USING (uid)
     JOIN memory_state s USING (uid)
     JOIN enrichments e USING (uid)
     WHERE m.created_at <= $as_of
-), pairs AS (
+"""
+
+# The kept associations straight from the pair join: most pairs decay below the
+# floor, and materializing all of them first cost 2.5 GB at a million memories.
+_ASSOCIATIONS = f"""
+INSERT INTO associations
+WITH mem AS ({_MEMBERS}), pairs AS (
     SELECT x.uid AS a, y.uid AS b, x.episode_id,
            1 + len(list_distinct(list_intersect(x.topics, y.topics)))
              + len(list_distinct(list_intersect(x.entities, y.entities))) AS k,
@@ -47,11 +51,19 @@ WITH mem AS (
     SELECT a, b, episode_id, CAST(k AS INTEGER) AS k, last_at,
            target * (1 - pow(1 - $eta, k)) AS base_weight
     FROM pairs
+), decayed AS (
+    SELECT a, b, episode_id, k, base_weight,
+           base_weight * greatest(0, 1 - $decay * epoch_us($as_of - last_at) / 3600e6) AS weight,
+           last_at
+    FROM weighted
 )
-SELECT a, b, episode_id, k, base_weight,
-       base_weight * greatest(0, 1 - $decay * epoch_us($as_of - last_at) / 3600e6) AS weight,
-       last_at
-FROM weighted
+SELECT a, b, episode_id, k, base_weight, weight, last_at FROM decayed WHERE weight >= $floor
+"""
+
+# Every pair co-activated in an episode, counted without forming them: n(n-1)/2 an episode.
+_PAIR_COUNT = f"""
+WITH mem AS ({_MEMBERS})
+SELECT COALESCE(sum(n * (n - 1) // 2), 0) FROM (SELECT count(*) AS n FROM mem GROUP BY episode_id)
 """
 
 # Shared with homeostasis: strength from base strength and the current exponent.
@@ -107,20 +119,18 @@ class ConsolidationStage:
         scale = float(get_state(ctx.store, HOMEOSTASIS_SCALE, 1.0))
         # Recomputed whole in one transaction: a crash leaves the previous state.
         with ctx.store.transaction() as con:
-            con.execute(
-                _PAIRS, {"as_of": ctx.as_of, "eta": cfg.learning_rate, "decay": cfg.decay_per_hour}
-            )
-            pruned_row = con.execute(
-                "SELECT count(*) FILTER (WHERE weight < $floor), count(*) FROM association_stage",
-                {"floor": cfg.prune_below},
-            ).fetchone()
+            pairs_row = con.execute(_PAIR_COUNT, {"as_of": ctx.as_of}).fetchone()
             con.execute("DELETE FROM associations")
             con.execute(
-                "INSERT INTO associations SELECT a, b, episode_id, k, base_weight, weight, last_at"
-                " FROM association_stage WHERE weight >= $floor",
-                {"floor": cfg.prune_below},
+                _ASSOCIATIONS,
+                {
+                    "as_of": ctx.as_of,
+                    "eta": cfg.learning_rate,
+                    "decay": cfg.decay_per_hour,
+                    "floor": cfg.prune_below,
+                },
             )
-            con.execute("DROP TABLE association_stage")
+            kept_row = con.execute("SELECT count(*) FROM associations").fetchone()
             con.execute(
                 _STRENGTHS,
                 {
@@ -133,8 +143,10 @@ class ConsolidationStage:
             fates = con.execute(
                 "SELECT fate, count(*) FROM memory_state GROUP BY fate ORDER BY fate"
             ).fetchall()
-        pruned, pairs = (int(pruned_row[0]), int(pruned_row[1])) if pruned_row else (0, 0)
+        pairs = int(pairs_row[0]) if pairs_row else 0
+        kept = int(kept_row[0]) if kept_row else 0
+        pruned = pairs - kept
         return StageResult(
-            items=pairs - pruned,
+            items=kept,
             detail={"pruned": pruned, "fates": {str(f): int(n) for f, n in fates}},
         )
