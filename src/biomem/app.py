@@ -76,7 +76,11 @@ def open_app(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> App:
     answers again, so no letter is ever lost to the outage it records.
     """
     guards = build_guards(settings, clock=clock)
-    store = DuckDBStore.open(settings.store.path, policy=guards.duckdb)
+    store = DuckDBStore.open(
+        settings.store.path,
+        policy=guards.duckdb,
+        call_timeout_s=settings.resilience.duckdb.call_timeout_seconds,
+    )
     try:
         url = settings.postgres.url
         postgres = PostgresClient(url, policy=guards.postgresql) if url is not None else None

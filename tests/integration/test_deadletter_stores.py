@@ -122,6 +122,29 @@ def test_letters_round_trip_unchanged(letters: DeadLetterStore) -> None:
     assert letters.oldest_pending() == EPOCH
 
 
+def test_list_filters_by_component_and_error_class_by_full_or_short_name(
+    letters: DeadLetterStore,
+) -> None:
+    """list() keeps letters matching every filter; an error class matches by full or last name."""
+    letters.put(letter(1, error_class="psycopg.OperationalError"))
+    letters.put(letter(2, error_class="TimeoutError", component="ollama"))
+    letters.put(letter(3, error_class="my_pkg.Op_Error", operation="embed"))
+    letters.put(letter(4, error_class="xOperationalError"))
+
+    def ids(**filters: Any) -> list[str]:
+        return [d.id for d in letters.list(**filters)]
+
+    assert ids(component="ollama") == ["letter-0002"]
+    assert ids(error_class="OperationalError") == ["letter-0001"]  # not xOperationalError
+    assert ids(error_class="psycopg.OperationalError") == ["letter-0001"]
+    assert ids(error_class="Operational") == []  # a class name, not a substring
+    assert ids(error_class="Op_Error") == ["letter-0003"]  # _ is no wildcard
+    assert ids(error_class="Op%Error") == []
+    assert ids(component="postgresql", operation="embed") == ["letter-0003"]
+    assert ids(component="postgresql", error_class="TimeoutError") == []
+    assert ids(status=DEAD, component="postgresql") == []
+
+
 def test_one_open_letter_per_idempotency_key(letters: DeadLetterStore) -> None:
     """A put under an open letter's key updates it; once closed, the key is free again."""
     letters.put(letter(1, key="k"))

@@ -117,6 +117,8 @@ async def test_ollama_up_is_healthy(
     duckdb = component(snapshot, "duckdb")
     assert duckdb.status is Status.HEALTHY, duckdb.output
     assert duckdb.details["lock_held"] is True
+    assert duckdb.details["max_concurrent_calls"] == 1
+    assert duckdb.details["call_timeout_s"] is None  # off by default
     assert measurement(duckdb, "fileSize").value > 0
     assert measurement(duckdb, "diskFree").value > 0
     json.dumps([dict(c.details) for c in snapshot.components.values()])  # JSON-serialisable
@@ -341,6 +343,21 @@ async def test_store_held_by_a_long_transaction_is_busy_not_broken(
     assert duckdb.output is not None and "busy" in duckdb.output
     assert component(snapshot, "pipeline").status is Status.UNKNOWN
     assert snapshot.status.wire == "warn"
+
+
+async def test_duckdb_reports_its_bulkhead_and_call_deadline(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, apps: list[App]
+) -> None:
+    """The duckdb details show the one-call bulkhead and the configured deadline, which the
+    store opened by the app enforces."""
+    config = RELAXED + "\n[resilience.duckdb]\ncall_timeout_seconds = 2.5\n"
+    app = open_health_app(monkeypatch, tmp_path, apps, config=config)
+    assert app.store.call_timeout_s == 2.5
+    duckdb = component(await check_all(app), "duckdb")
+    assert duckdb.status is Status.HEALTHY, duckdb.output
+    assert duckdb.details["max_concurrent_calls"] == 1
+    assert duckdb.details["call_timeout_s"] == 2.5
+    assert duckdb.details["calls_timed_out"] == 0
 
 
 # ---------------------------------------------------------------------------- resources

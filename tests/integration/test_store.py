@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -15,6 +17,7 @@ from biomem.resilience.errors import (
     DatabaseUnavailable,
     StoreLockedError,
 )
+from biomem.resilience.events import ErrorKind, classify
 from biomem.store import DuckDBStore, applied_versions, available_migrations, migrate
 from biomem.store.connection import classify_duckdb_error
 from tests.conftest import run_cli
@@ -138,3 +141,97 @@ def test_store_files_are_private(tmp_path: Path) -> None:
     assert files
     for path in files:
         assert path.stat().st_mode & 0o777 == 0o600, path
+
+
+# -- the call deadline ([resilience.duckdb] call_timeout_seconds) ---------------------------
+
+# A cross join DuckDB cannot finish in any test's lifetime (10^14 pairs, no match to stop at).
+RUNAWAY = "SELECT count(*) FROM range(100000000) a, range(1000000) b WHERE a.range + b.range < 0"
+DEADLINE_MESSAGE = (
+    r"duckdb: call timed out after 0\.3 s and was interrupted "
+    r"\(\[resilience\.duckdb\] call_timeout_seconds\)"
+)
+
+
+@pytest.fixture
+def bounded_store(store_path: Path) -> Iterator[DuckDBStore]:
+    """A store whose calls may take 0.3 s; a backstop interrupts after 60 s so that a broken
+    deadline fails the test (with DuckDB's own message) instead of hanging it."""
+    store = DuckDBStore.open(store_path, call_timeout_s=0.3)
+    backstop = threading.Timer(60, store.interrupt)
+    backstop.start()
+    try:
+        yield store
+    finally:
+        backstop.cancel()
+        store.close()
+
+
+def test_a_statement_past_the_deadline_is_interrupted_as_a_transient_timeout(
+    bounded_store: DuckDBStore,
+) -> None:
+    """A runaway statement is interrupted at the deadline and fails as DatabaseUnavailable,
+    classified a timeout; the store answers the next statement at once."""
+    with pytest.raises(DatabaseUnavailable, match=DEADLINE_MESSAGE) as caught:
+        bounded_store.execute(RUNAWAY)
+    assert caught.value.transient
+    assert isinstance(caught.value.__cause__, duckdb.InterruptException)
+    assert classify(caught.value) is ErrorKind.TIMEOUT
+    assert bounded_store.calls_timed_out == 1
+    assert bounded_store.execute("SELECT 42") == [(42,)]
+    assert bounded_store.fetchone("SELECT 43") == (43,)
+
+
+def test_a_transaction_past_the_deadline_is_interrupted_and_rolled_back(
+    bounded_store: DuckDBStore,
+) -> None:
+    """The deadline bounds a transaction block as a whole: its writes are rolled back."""
+    insert = "INSERT INTO runs (stage, started_at, status) VALUES ('x', now(), 'running')"
+    with (
+        pytest.raises(DatabaseUnavailable, match=DEADLINE_MESSAGE),
+        bounded_store.transaction() as con,
+    ):
+        con.execute(insert)
+        con.execute(RUNAWAY).fetchall()
+    assert bounded_store.execute("SELECT count(*) FROM runs") == [(0,)]
+    with bounded_store.transaction() as con:  # the store is whole: a new transaction commits
+        con.execute(insert)
+    assert bounded_store.execute("SELECT count(*) FROM runs") == [(1,)]
+
+
+def test_a_block_between_statements_at_the_deadline_cannot_start_another_unbounded(
+    bounded_store: DuckDBStore,
+) -> None:
+    """A block busy in Python when the deadline passes has its next statement interrupted."""
+    with (
+        pytest.raises(DatabaseUnavailable, match=DEADLINE_MESSAGE),
+        bounded_store.transaction() as con,
+    ):
+        con.execute("SELECT 1").fetchall()
+        threading.Event().wait(0.5)  # past the deadline, no statement running
+        con.execute(RUNAWAY).fetchall()
+    assert bounded_store.calls_timed_out == 1
+
+
+def test_calls_within_the_deadline_are_never_interrupted(bounded_store: DuckDBStore) -> None:
+    """Quick calls, nested ones included, run as without a deadline; none is counted."""
+    for n in range(200):
+        assert bounded_store.execute("SELECT ?", [n]) == [(n,)]
+        with bounded_store.transaction() as con:
+            con.execute("SELECT 1").fetchall()
+            assert bounded_store.fetchone("SELECT 2") == (2,)  # nested in the block
+    assert bounded_store.calls_timed_out == 0
+    assert bounded_store.call_timeout_s == 0.3
+
+
+def test_without_a_deadline_recovery_can_still_interrupt(store: DuckDBStore) -> None:
+    """With no deadline (the default), interrupt() still stops a statement, reported as such."""
+    assert store.call_timeout_s is None
+    timer = threading.Timer(0.3, store.interrupt)
+    timer.start()
+    try:
+        with pytest.raises(DatabaseUnavailable, match="InterruptException"):
+            store.execute(RUNAWAY)
+    finally:
+        timer.cancel()
+    assert store.calls_timed_out == 0

@@ -236,3 +236,56 @@ def test_resilience_section_builds_the_policies(
     assert (retry.max_attempts, retry.multiplier, retry.jitter) == (5, 3.0, "decorrelated")
     assert guards.ollama.bulkhead is not None and guards.ollama.bulkhead.max_concurrent == 6
     assert guards.postgresql.breaker.config.minimum_calls == 5  # the others keep defaults
+
+
+def test_duckdb_section_sets_the_call_deadline_and_keeps_its_own_defaults(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """[resilience.duckdb] call_timeout_seconds is off unless set; a section setting one key
+    keeps DuckDB's shorter waits for the others; the bulkhead is one call, shown, not settable."""
+    defaults = load_settings().resilience.duckdb
+    assert defaults.call_timeout_seconds is None and defaults.max_concurrent_calls == 1
+    path = write_toml(tmp_path, "[resilience.duckdb]\ncall_timeout_seconds = 600\n")
+    monkeypatch.setenv("BIOMEM_CONFIG_FILE", str(path))
+    duckdb = load_settings().resilience.duckdb
+    assert duckdb.call_timeout_seconds == 600
+    assert (duckdb.open_seconds, duckdb.base_delay_seconds, duckdb.max_delay_seconds) == (
+        10,
+        0.05,
+        1,
+    )
+    shown = effective_config(load_settings())["resilience"]["duckdb"]
+    assert (shown["call_timeout_seconds"], shown["max_concurrent_calls"]) == (600, 1)
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "accepts"),
+    [
+        pytest.param(
+            "[resilience.duckdb]\ncall_timeout_seconds = 0\n",
+            "[resilience.duckdb].call_timeout_seconds",
+            "seconds above 0",
+            id="zero",
+        ),
+        pytest.param(
+            "[resilience.duckdb]\nmax_concurrent_calls = 4\n",
+            "[resilience.duckdb].max_concurrent_calls",
+            "1: DuckDB runs one call at a time",
+            id="bulkhead",
+        ),
+        pytest.param(
+            "[resilience.postgresql]\ncall_timeout_seconds = 5\n",
+            "[resilience.postgresql].call_timeout_seconds",
+            "only the keys",
+            id="not-for-postgresql",
+        ),
+    ],
+)
+def test_bad_duckdb_guard_values_name_the_key(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, text: str, key: str, accepts: str
+) -> None:
+    """A bad DuckDB deadline or bulkhead value stops the program naming the key."""
+    monkeypatch.setenv("BIOMEM_CONFIG_FILE", str(write_toml(tmp_path, text)))
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    assert key in str(caught.value) and accepts in caught.value.accepts

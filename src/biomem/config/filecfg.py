@@ -20,6 +20,7 @@ __all__ = [
     "ConsolidationSettings",
     "DependencyGuard",
     "DreamSettings",
+    "DuckDBGuard",
     "FileSettings",
     "HomeostasisSettings",
     "IngestSettings",
@@ -266,13 +267,37 @@ class DependencyGuard(_Section):
     retry_budget_ratio: float = Field(default=0.1, ge=0, le=1, description="in [0, 1]")
 
 
+class DuckDBGuard(DependencyGuard):
+    """The DuckDB guard: a call deadline, and the store's one-call bulkhead made visible."""
+
+    # A local file fails and recovers fast: shorter waits than a network
+    # dependency's. Class defaults, so that a [resilience.duckdb] section
+    # setting one key keeps them for the others.
+    open_seconds: float = Field(default=10, gt=0, description="seconds above 0")
+    base_delay_seconds: float = Field(default=0.05, ge=0, description="seconds, 0 or more")
+    max_delay_seconds: float = Field(default=1, ge=0, description="seconds, 0 or more")
+    # Off by default: stages legitimately run minutes-long statements on big
+    # stores (the semantic network's cross products), and an interrupted stage
+    # redoes its whole batch; set it to bound a hung or runaway call.
+    call_timeout_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "seconds above 0 that one store call (a statement, or a transaction as a "
+            "whole) may take before it is interrupted; unset: no deadline"
+        ),
+    )
+    max_concurrent_calls: Literal[1] = Field(
+        default=1,
+        description="1: DuckDB runs one call at a time, on one connection behind one lock",
+    )
+
+
 class ResilienceSettings(_Section):
-    """One guard per dependency (timeouts and concurrency come from the environment)."""
+    """One guard per dependency (Ollama's timeout and concurrency come from the environment)."""
 
     postgresql: DependencyGuard = DependencyGuard()
-    duckdb: DependencyGuard = DependencyGuard(
-        open_seconds=10, max_attempts=3, base_delay_seconds=0.05, max_delay_seconds=1
-    )
+    duckdb: DuckDBGuard = DuckDBGuard()
     ollama: DependencyGuard = DependencyGuard()
 
 

@@ -58,7 +58,14 @@ class DuckDBCheck(BaseCheck):
     async def run(self) -> ComponentHealth:
         started = time.perf_counter()
         store = self.app.store
-        details: dict[str, Any] = {"lock_held": not store.closed, "path": str(store.path)}
+        details: dict[str, Any] = {
+            "lock_held": not store.closed,
+            "path": str(store.path),
+            # The store's bulkhead (one call at a time) and deadline, from the store itself.
+            "max_concurrent_calls": store.max_concurrent_calls,
+            "call_timeout_s": store.call_timeout_s,
+            "calls_timed_out": store.calls_timed_out,
+        }
         try:
             size, free, problem = await self._in_thread(self._file_facts, self.budget_s / 2)
         except TimeoutError:

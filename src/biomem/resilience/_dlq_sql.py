@@ -85,8 +85,15 @@ class DeadLetterStore(Protocol):
         status: DeadLetterStatus | None = None,
         operation: str | None = None,
         limit: int = 100,
+        *,
+        component: str | None = None,
+        error_class: str | None = None,
     ) -> builtins.list[DeadLetter]:
-        """Letters by first failure, oldest first."""
+        """Letters by first failure, oldest first; each given filter must match.
+
+        ``error_class`` matches the stored class by its full name
+        (``psycopg.OperationalError``) or by its last part (``OperationalError``).
+        """
         ...
 
     def claim_due(self, now: datetime, limit: int) -> builtins.list[DeadLetter]:
@@ -244,8 +251,35 @@ def _values(letter: DeadLetter, payload: object) -> tuple[Any, ...]:
     )
 
 
+def _error_class_matches(error_class: str, wanted: str) -> bool:
+    """Whether a stored error class is ``wanted``, by full name or by its last part."""
+    return error_class == wanted or error_class.endswith("." + wanted)
+
+
+@dataclass(frozen=True, slots=True)
+class _Where:
+    """The filters of a manual replay; None matches anything."""
+
+    operation: str | None = None
+    component: str | None = None
+    error_class: str | None = None
+
+    def matches(self, letter: DeadLetter) -> bool:
+        return (
+            (self.operation is None or letter.operation == self.operation)
+            and (self.component is None or letter.component == self.component)
+            and (
+                self.error_class is None
+                or _error_class_matches(letter.error_class, self.error_class)
+            )
+        )
+
+
 def _where(
-    status: DeadLetterStatus | None, operation: str | None
+    status: DeadLetterStatus | None,
+    operation: str | None,
+    component: str | None = None,
+    error_class: str | None = None,
 ) -> tuple[str, builtins.list[Any]]:
     clauses, params = ["TRUE"], builtins.list[Any]()
     if status is not None:
@@ -254,6 +288,15 @@ def _where(
     if operation is not None:
         clauses.append("operation = %s")
         params.append(operation)
+    if component is not None:
+        clauses.append("component = %s")
+        params.append(component)
+    if error_class is not None:
+        # _error_class_matches() in SQL; right() rather than LIKE, whose _ and %
+        # in a class name would be wildcards.
+        suffix = "." + error_class
+        clauses.append("(error_class = %s OR right(error_class, %s) = %s)")
+        params.extend([error_class, len(suffix), suffix])
     return " AND ".join(clauses), params
 
 
@@ -275,8 +318,11 @@ class _SQLStore:
         status: DeadLetterStatus | None = None,
         operation: str | None = None,
         limit: int = 100,
+        *,
+        component: str | None = None,
+        error_class: str | None = None,
     ) -> builtins.list[DeadLetter]:
-        where, params = _where(status, operation)
+        where, params = _where(status, operation, component, error_class)
         rows = self._run(
             f"SELECT {_COLS} FROM {{t}} WHERE {where} ORDER BY first_failed_at, id LIMIT %s",
             [*params, max(0, limit)],

@@ -147,9 +147,17 @@ class TieredDeadLetterStore:
         status: DeadLetterStatus | None = None,
         operation: str | None = None,
         limit: int = 100,
+        *,
+        component: str | None = None,
+        error_class: str | None = None,
     ) -> builtins.list[DeadLetter]:
-        local = self.spill.list(status, operation, limit)
-        shared = self._primary("list", lambda: self.primary.list(status, operation, limit)) or []
+        def listed(store: DeadLetterStore) -> builtins.list[DeadLetter]:
+            return store.list(
+                status, operation, limit, component=component, error_class=error_class
+            )
+
+        local = listed(self.spill)
+        shared = self._primary("list", lambda: listed(self.primary)) or []
         merged = sorted([*local, *shared], key=lambda d: (d.first_failed_at, d.id))
         return merged[: max(0, limit)]
 

@@ -60,7 +60,7 @@ from biomem.resilience._dlq_replay import (
     _utc_now,
     backoff_delay_s,
 )
-from biomem.resilience._dlq_sql import DeadLetter, DeadLetterStatus, DeadLetterStore
+from biomem.resilience._dlq_sql import DeadLetter, DeadLetterStatus, DeadLetterStore, _Where
 from biomem.resilience._dlq_tiered import TieredDeadLetterStore
 from biomem.resilience.clock import SYSTEM_CLOCK, Clock
 from biomem.resilience.errors import InputError
@@ -151,8 +151,14 @@ class DeadLetterQueue:
         status: DeadLetterStatus | None = None,
         operation: str | None = None,
         limit: int = 100,
+        *,
+        component: str | None = None,
+        error_class: str | None = None,
     ) -> builtins.list[DeadLetter]:
-        return self.store.list(status, operation, limit)
+        """Letters by first failure; ``error_class`` matches by full or short class name."""
+        return self.store.list(
+            status, operation, limit, component=component, error_class=error_class
+        )
 
     def counts(self) -> dict[DeadLetterStatus, int]:
         return self.store.counts()
@@ -265,6 +271,8 @@ class DeadLetterQueue:
         ids: Iterable[str] | None = None,
         *,
         operation: str | None = None,
+        component: str | None = None,
+        error_class: str | None = None,
         status: DeadLetterStatus | None = DeadLetterStatus.PENDING,
         dry_run: bool = False,
         rate_per_s: float | None = None,
@@ -272,16 +280,23 @@ class DeadLetterQueue:
     ) -> ReplayReport:
         """Replay letters by hand, now, whatever their ``next_attempt_at``.
 
+        The filters (``operation``, ``component``, ``error_class``) all apply,
+        to ``ids`` too: a given letter that does not match is skipped.
+
         Args:
             ids: these letters, if PENDING or DEAD (``status`` does not apply); None: all matching.
             operation: only letters of this operation.
+            component: only letters of this component (``postgresql``...).
+            error_class: only letters that failed with this error class, by its
+                full name or its last part (``OperationalError``).
             status: with ``ids`` None, PENDING or DEAD letters; None for both.
             dry_run: only report what would run (``selected``); nothing runs or changes.
             rate_per_s: at most this many replays per second, waiting on the clock.
             limit: with ``ids`` None, at most this many letters per status.
         """
         interval = _interval(rate_per_s)
-        tally, letters = self._select(ids, operation, status, limit)
+        where = _Where(operation, component, error_class)
+        tally, letters = self._select(ids, where, status, limit)
         if not dry_run:
             self._drive(letters, tally, claimed=False, interval=interval)
         return tally.report(dry_run=dry_run)
@@ -291,6 +306,8 @@ class DeadLetterQueue:
         ids: Iterable[str] | None = None,
         *,
         operation: str | None = None,
+        component: str | None = None,
+        error_class: str | None = None,
         status: DeadLetterStatus | None = DeadLetterStatus.PENDING,
         dry_run: bool = False,
         rate_per_s: float | None = None,
@@ -298,7 +315,8 @@ class DeadLetterQueue:
     ) -> ReplayReport:
         """:meth:`replay` for event loops."""
         interval = _interval(rate_per_s)
-        tally, letters = await asyncio.to_thread(self._select, ids, operation, status, limit)
+        where = _Where(operation, component, error_class)
+        tally, letters = await asyncio.to_thread(self._select, ids, where, status, limit)
         if not dry_run:
             await self._adrive(letters, tally, claimed=False, interval=interval)
         return tally.report(dry_run=dry_run)
@@ -394,7 +412,7 @@ class DeadLetterQueue:
     def _select(
         self,
         ids: Iterable[str] | None,
-        operation: str | None,
+        where: _Where,
         status: DeadLetterStatus | None,
         limit: int,
     ) -> tuple[_Tally, builtins.list[DeadLetter]]:
@@ -402,11 +420,7 @@ class DeadLetterQueue:
         if ids is not None:
             for letter_id in dict.fromkeys(ids):  # each once, in the order given
                 letter = self.store.get(letter_id)
-                if (
-                    letter is None
-                    or letter.status not in _REPLAYABLE
-                    or (operation is not None and letter.operation != operation)
-                ):
+                if letter is None or letter.status not in _REPLAYABLE or not where.matches(letter):
                     tally.skipped.append(letter_id)
                 else:
                     letters.append(letter)
@@ -414,7 +428,15 @@ class DeadLetterQueue:
             if status is not None and status not in _REPLAYABLE:
                 raise ValueError(f"only pending or dead letters can be replayed, not {status}")
             for wanted in (status,) if status is not None else _REPLAYABLE:
-                letters.extend(self.store.list(wanted, operation, limit))
+                letters.extend(
+                    self.store.list(
+                        wanted,
+                        where.operation,
+                        limit,
+                        component=where.component,
+                        error_class=where.error_class,
+                    )
+                )
         tally.selected.extend(letter.id for letter in letters)
         return tally, letters
 

@@ -4,7 +4,9 @@ DuckDB allows one writing process per file; a second process gets a lock
 error, which :func:`translate_errors` turns into :class:`StoreLockedError`
 naming the file and the holder. Inside the process every statement runs
 under one lock, so callers on several threads never interleave a
-transaction.
+transaction: the lock is the store's bulkhead, one call at a time. With a
+call timeout (``[resilience.duckdb] call_timeout_seconds``) a call holding the
+lock too long is interrupted (:mod:`biomem.store.deadline`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import contextlib
 import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ from biomem.resilience.errors import (
 )
 from biomem.resilience.policy import Policy
 from biomem.resilience.redact import redact_text
+from biomem.store.deadline import CallDeadline
 
 __all__ = ["DuckDBStore", "classify_duckdb_error", "translate_errors"]
 
@@ -142,26 +145,48 @@ class DuckDBStore:
     :meth:`close` (or as a context manager).
     """
 
+    # The store's bulkhead: one call at a time, behind one lock (see __init__).
+    max_concurrent_calls = 1
+
     def __init__(
-        self, path: Path, connection: duckdb.DuckDBPyConnection, *, policy: Policy | None = None
+        self,
+        path: Path,
+        connection: duckdb.DuckDBPyConnection,
+        *,
+        policy: Policy | None = None,
+        call_timeout_s: float | None = None,
     ) -> None:
         self.path = path
         self._con = connection
         self._policy = policy
         # One lock for the connection: DuckDB connections are not safe for
         # concurrent use, and a transaction must not interleave with others.
+        # It is the store's bulkhead of one: callers queue for it.
         self._lock = threading.RLock()
+        self._deadline = (
+            CallDeadline(call_timeout_s, self.interrupt) if call_timeout_s is not None else None
+        )
         self._closed = False
         # True between a failed reopen and the next successful one: the file is
         # not open, statements fail, health reports the store closed.
         self._lost = False
 
     @classmethod
-    def open(cls, path: Path, *, migrate: bool = True, policy: Policy | None = None) -> DuckDBStore:
+    def open(
+        cls,
+        path: Path,
+        *,
+        migrate: bool = True,
+        policy: Policy | None = None,
+        call_timeout_s: float | None = None,
+    ) -> DuckDBStore:
         """Open (creating when missing) the store at ``path`` and apply pending migrations.
 
         With ``policy`` (the duckdb policy), single statements are retried when
         transient and every statement and transaction goes through its breaker.
+        With ``call_timeout_s``, a call after the migrations (a statement, or a
+        transaction block as a whole) holding the store longer is interrupted and fails with
+        DatabaseUnavailable (:mod:`biomem.store.deadline`); None: no deadline.
 
         Raises:
             StoreLockedError: another process holds the file.
@@ -191,6 +216,10 @@ class DuckDBStore:
             except BaseException:
                 store.close()
                 raise
+        # Only now: a migration rewriting a big store may take longer than any
+        # call should, and interrupting it would keep biomem from ever starting.
+        if call_timeout_s is not None:
+            store._deadline = CallDeadline(call_timeout_s, store.interrupt)
         log.debug("store_opened", path=str(path))
         return store
 
@@ -200,6 +229,8 @@ class DuckDBStore:
             if not self._closed:
                 self._closed = True
                 self._con.close()
+        if self._deadline is not None:
+            self._deadline.close()
 
     def __enter__(self) -> DuckDBStore:
         return self
@@ -210,6 +241,19 @@ class DuckDBStore:
     @property
     def closed(self) -> bool:
         return self._closed or self._lost
+
+    @property
+    def call_timeout_s(self) -> float | None:
+        """The deadline of each call, or None."""
+        return self._deadline.timeout_s if self._deadline is not None else None
+
+    @property
+    def calls_timed_out(self) -> int:
+        """Calls interrupted at their deadline since the store was opened."""
+        return self._deadline.timed_out if self._deadline is not None else 0
+
+    def _bounded(self) -> AbstractContextManager[None]:
+        return self._deadline.bounded() if self._deadline is not None else nullcontext()
 
     @contextmanager
     def _held(self, timeout_s: float) -> Iterator[None]:
@@ -306,7 +350,9 @@ class DuckDBStore:
         with busy, guard, self._lock, translate_errors(self.path):
             self._con.execute("BEGIN TRANSACTION")
             try:
-                yield self._con
+                # The deadline ends before COMMIT or ROLLBACK: those must never be interrupted.
+                with self._bounded():
+                    yield self._con
             except BaseException:
                 self._con.execute("ROLLBACK")
                 raise
@@ -322,7 +368,7 @@ class DuckDBStore:
         """
 
         def once() -> list[tuple[Any, ...]]:
-            with self._lock, translate_errors(self.path):
+            with self._lock, translate_errors(self.path), self._bounded():
                 return self._con.execute(sql, params).fetchall()
 
         return once() if self._policy is None else self._policy.call(once, operation="execute")
@@ -333,7 +379,7 @@ class DuckDBStore:
         """Run one statement and return its first row, or None (retried like :meth:`execute`)."""
 
         def once() -> tuple[Any, ...] | None:
-            with self._lock, translate_errors(self.path):
+            with self._lock, translate_errors(self.path), self._bounded():
                 return self._con.execute(sql, params).fetchone()
 
         return once() if self._policy is None else self._policy.call(once, operation="fetchone")
