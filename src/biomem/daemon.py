@@ -7,7 +7,6 @@ stop event is set.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -62,8 +61,12 @@ def run_daemon(
         "PostgreSQL source: "
         + ("configured" if client is not None else "not configured (embedded only)")
     )
+    # Without continuous monitoring the endpoints run the checks on request,
+    # at most once per interval; alerts and recovery see those runs only.
     monitor = HealthMonitor(
-        build_checks(application), interval_s=settings.health.check_interval_seconds
+        build_checks(application),
+        interval_s=settings.health.check_interval_seconds,
+        on_demand=not settings.health.continuous_monitoring,
     )
     alerting = AlertService(
         application,
@@ -85,11 +88,10 @@ def run_daemon(
         typer.echo(f"health endpoints: {server.url}/health, {server.url}/metrics")
         typer.echo(f"status page: {server.url}/status")
     alerting.start()
-    if settings.health.continuous_monitoring:
-        monitor.start()
+    if monitor.on_demand:
+        typer.echo("health checks: on request (HEALTH_CONTINUOUS_MONITORING=false)")
     else:
-        # Without the background monitor the snapshot is taken once, at start.
-        asyncio.run(monitor.run_once())
+        monitor.start()
     typer.echo("running; press Ctrl-C to stop")
     try:
         orchestrator.start(on_pass=on_pass)

@@ -6,11 +6,15 @@ scrapes, and the runs and dead-letter tables with one bounded read each.
 A family whose source fails (the store is closed or busy) is left out of
 that scrape and logged; the others are still served.
 
-The breakers keep only their sliding window (plus a running count of
-refused calls), so their calls are exposed as window gauges
-(``biomem_breaker_window_calls``) and one counter
-(``biomem_breaker_not_permitted_calls_total``), never as counters that
-would go down when the window slides.
+Breaker calls are exposed twice: as counters since the process started
+(``biomem_breaker_calls_total{outcome}``, from the breaker's lifetime totals,
+which its fast path keeps for free) and as gauges of the sliding window
+(``biomem_breaker_window_calls``), which go down as the window slides.
+
+Stage runs are folded in from the runs table incrementally (only rows new
+since the last scrape): counts by status, items by source, the last
+duration, and a histogram of durations
+(``biomem_stage_run_duration_seconds``) bucketed in SQL.
 
 Retries and retry-budget refusals are counted from the retriers' events
 (:class:`biomem.guards.RetryCounts`); alerts firing, delivery attempts and
@@ -20,17 +24,22 @@ pending notifications come from the alerting service when one is given.
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
+from biomem._metrics_runs import RUNS_SQL, STAGE_DURATION_BUCKETS, RunTotals
 from biomem.app import App
 from biomem.bounded import BoundedReader
 from biomem.health.model import Status
@@ -40,6 +49,7 @@ from biomem.resilience.deadletter import DeadLetterStatus
 
 __all__ = [
     "HEALTH_STATUS_VALUES",
+    "STAGE_DURATION_BUCKETS",
     "AlertMetricsSource",
     "BiomemCollector",
     "BoundedReader",  # from biomem.bounded, kept here for existing imports
@@ -66,54 +76,6 @@ class AlertMetricsSource(Protocol):
     def delivery_attempts(self) -> Mapping[tuple[str, str], int]: ...
 
     def pending_notifications(self) -> int: ...
-
-
-# Only rows not folded in yet: newer than the watermark, or still running at the
-# last scrape. Ids come from a sequence and each run row is inserted by one
-# autocommit statement under the store's lock, so ids become visible in order
-# and nothing appears below the watermark later.
-_RUNS_SQL = """
-SELECT stage, status, count(*),
-       sum(coalesce(TRY_CAST(counts->>'$.llm' AS BIGINT), 0)),
-       sum(coalesce(TRY_CAST(counts->>'$.fallback' AS BIGINT), 0)),
-       max(id),
-       max(id) FILTER (WHERE finished_at IS NOT NULL),
-       arg_max(epoch(finished_at) - epoch(started_at), id) FILTER (WHERE finished_at IS NOT NULL),
-       list(id) FILTER (WHERE status = 'running')
-FROM runs
-WHERE id > ? OR list_contains(?::BIGINT[], id)
-GROUP BY stage, status
-"""
-
-
-class _RunTotals:
-    """Counts of ended runs, folded in incrementally so a scrape reads only new rows."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.watermark = 0
-        self.running: list[int] = []
-        self.runs: dict[tuple[str, str], int] = {}
-        self.items: dict[tuple[str, str], int] = {}
-        self.last: dict[str, tuple[int, float]] = {}  # stage -> (run id, seconds)
-
-    def fold(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        running: list[int] = []
-        for stage, status, runs, llm, fallback, max_id, last_id, seconds, ids in rows:
-            self.watermark = max(self.watermark, int(max_id))
-            if status == "running":
-                running.extend(int(i) for i in ids or ())
-                continue
-            key = (str(stage), str(status))
-            self.runs[key] = self.runs.get(key, 0) + int(runs)
-            for source, count in (("llm", llm), ("fallback", fallback)):
-                item_key = (str(stage), source)
-                self.items[item_key] = self.items.get(item_key, 0) + int(count or 0)
-            if last_id is not None and seconds is not None:
-                previous = self.last.get(str(stage))
-                if previous is None or int(last_id) > previous[0]:
-                    self.last[str(stage)] = (int(last_id), float(seconds))
-        self.running = running
 
 
 class BiomemCollector:
@@ -143,7 +105,7 @@ class BiomemCollector:
         self._alerts = alerts
         self._reader = reader if reader is not None else BoundedReader()
         self._wall_clock = wall_clock
-        self._runs = _RunTotals()
+        self._runs = RunTotals()
         self._families: tuple[tuple[str, Callable[[], list[Metric]]], ...] = (
             ("breakers", self._breakers),
             ("retry_budgets", self._budgets),
@@ -164,6 +126,7 @@ class BiomemCollector:
         """The families without samples: registering never touches the store."""
         return [
             GaugeMetricFamily("biomem_breaker_state", "", labels=["breaker", "state"]),
+            CounterMetricFamily("biomem_breaker_calls", "", labels=["breaker", "outcome"]),
             GaugeMetricFamily("biomem_breaker_window_calls", "", labels=["breaker", "outcome"]),
             CounterMetricFamily("biomem_breaker_not_permitted_calls", "", labels=["breaker"]),
             GaugeMetricFamily("biomem_breaker_failure_rate", "", labels=["breaker"]),
@@ -173,6 +136,7 @@ class BiomemCollector:
             GaugeMetricFamily("biomem_dead_letter_oldest_pending_age_seconds", ""),
             CounterMetricFamily("biomem_stage_runs", "", labels=["stage", "status"]),
             GaugeMetricFamily("biomem_stage_last_run_duration_seconds", "", labels=["stage"]),
+            HistogramMetricFamily("biomem_stage_run_duration_seconds", "", labels=["stage"]),
             CounterMetricFamily("biomem_stage_items", "", labels=["stage", "source"]),
             GaugeMetricFamily("biomem_health_status", "", labels=["component"]),
             GaugeMetricFamily("biomem_health_up", "", labels=["component"]),
@@ -208,6 +172,13 @@ class BiomemCollector:
             "1 for the breaker's current state, 0 for the others.",
             labels=["breaker", "state"],
         )
+        calls = CounterMetricFamily(
+            "biomem_breaker_calls",
+            "Calls through the breaker since the process started, by outcome: success and"
+            " failure (recorded), slow (overlaps both), ignored (counted neither way),"
+            " not_permitted (refused).",
+            labels=["breaker", "outcome"],
+        )
         window = GaugeMetricFamily(
             "biomem_breaker_window_calls",
             "Calls in the breaker's sliding window (slow overlaps success and failure).",
@@ -232,13 +203,21 @@ class BiomemCollector:
             m = breaker.metrics()
             for member in BreakerState:
                 state.add_metric([breaker.name, member.value], 1.0 if m.state is member else 0.0)
+            for outcome, count in (
+                ("success", m.total_calls - m.total_failed_calls),
+                ("failure", m.total_failed_calls),
+                ("slow", m.total_slow_calls),
+                ("ignored", m.total_ignored_calls),
+                ("not_permitted", m.not_permitted_calls),
+            ):
+                calls.add_metric([breaker.name, outcome], count)
             window.add_metric([breaker.name, "success"], m.calls - m.failed_calls)
             window.add_metric([breaker.name, "failure"], m.failed_calls)
             window.add_metric([breaker.name, "slow"], m.slow_calls)
             refused.add_metric([breaker.name], m.not_permitted_calls)
             failure.add_metric([breaker.name], m.failure_rate)
             slow.add_metric([breaker.name], m.slow_call_rate)
-        return [state, window, refused, failure, slow]
+        return [state, calls, window, refused, failure, slow]
 
     def _budgets(self) -> list[Metric]:
         family = GaugeMetricFamily(
@@ -275,11 +254,12 @@ class BiomemCollector:
             raise TimeoutError("another scrape is still reading the runs table")
         try:
             params = [totals.watermark, totals.running]
-            rows = self._reader.call(lambda: store.execute(_RUNS_SQL, params))
+            rows = self._reader.call(lambda: store.execute(RUNS_SQL, params))
             totals.fold(rows)
             runs = dict(totals.runs)
             items = dict(totals.items)
             last = dict(totals.last)
+            durations = {stage: d.copy() for stage, d in totals.durations.items()}
         finally:
             totals.lock.release()
         runs_family = CounterMetricFamily(
@@ -296,6 +276,23 @@ class BiomemCollector:
         )
         for stage, (_, seconds) in sorted(last.items()):
             duration.add_metric([stage], seconds)
+        histogram = HistogramMetricFamily(
+            "biomem_stage_run_duration_seconds",
+            "Durations of the stage's runs that ended (any status), as recorded in the store.",
+            labels=["stage"],
+        )
+        for stage, d in sorted(durations.items()):
+            histogram.add_metric(
+                [stage],
+                buckets=[
+                    *(
+                        (repr(bound), n)  # "0.01", "1.0": as prometheus_client writes le
+                        for bound, n in zip(STAGE_DURATION_BUCKETS, d.buckets, strict=True)
+                    ),
+                    ("+Inf", d.count),
+                ],
+                sum_value=d.total,
+            )
         items_family = CounterMetricFamily(
             "biomem_stage_items",
             "Items the stage's ended runs processed, by the LLM or by the fallback.",
@@ -303,7 +300,7 @@ class BiomemCollector:
         )
         for (stage, source), count in sorted(items.items()):
             items_family.add_metric([stage, source], count)
-        return [runs_family, duration, items_family]
+        return [runs_family, duration, histogram, items_family]
 
     def _health(self) -> list[Metric]:
         snapshot = self._monitor.snapshot()

@@ -100,6 +100,52 @@ def test_breaker_families(app: App) -> None:
     assert sample("biomem_breaker_state", {"breaker": "postgresql", "state": "closed"}) == 1
 
 
+def test_breaker_calls_total_counts_every_outcome_and_never_goes_down(app: App) -> None:
+    """Calls by outcome are counters: they survive the window closing afresh after an outage."""
+    registry, _ = registry_for(app)
+    breaker = app.guards.ollama.breaker
+
+    def calls(outcome: str) -> float | None:
+        return registry.get_sample_value(
+            "biomem_breaker_calls_total", {"breaker": "ollama", "outcome": outcome}
+        )
+
+    def refused() -> None:
+        raise ConnectionError("refused")
+
+    def cancelled() -> None:
+        raise asyncio.CancelledError
+
+    outcomes = ("success", "failure", "slow", "ignored", "not_permitted")
+    assert {o: calls(o) for o in outcomes} == dict.fromkeys(outcomes, 0)
+    for _ in range(3):
+        breaker.call(lambda: "ok")
+    with pytest.raises(ConnectionError):
+        breaker.call(refused)
+    with pytest.raises(asyncio.CancelledError):
+        breaker.call(cancelled)  # never finished: ignored
+    breaker.transition_to_open()
+    with pytest.raises(CircuitOpenError):
+        breaker.call(lambda: "ok")
+    breaker.transition_to_closed()  # a fresh window: the window gauges drop to 0
+    breaker.call(lambda: "ok")
+    window = {"breaker": "ollama", "outcome": "success"}
+    assert registry.get_sample_value("biomem_breaker_window_calls", window) == 1
+    assert {o: calls(o) for o in outcomes} == {
+        "success": 4,
+        "failure": 1,
+        "slow": 0,
+        "ignored": 1,
+        "not_permitted": 1,
+    }
+    assert (
+        registry.get_sample_value(
+            "biomem_breaker_calls_total", {"breaker": "postgresql", "outcome": "success"}
+        )
+        == 0
+    )
+
+
 def test_retry_budget_error_events_and_dead_letters(app: App) -> None:
     """Budgets per dependency, error events by (component, kind), dead letters by status."""
     registry, _ = registry_for(app)
@@ -187,6 +233,49 @@ def test_stage_families_fold_new_and_finished_runs(app: App) -> None:
     assert runs("short_term", "succeeded") == 1  # not counted twice
     assert items("short_term", "fallback") == 3
     assert items("short_term", "llm") == 3
+
+
+def test_stage_run_durations_are_a_histogram_fed_by_ended_runs(app: App) -> None:
+    """Each ended run lands once in its stage's bucket; running rows wait until they end."""
+    registry, _ = registry_for(app)
+    sample = registry.get_sample_value
+
+    def insert(stage: str, seconds: float | None, status: str = "succeeded") -> int:
+        row = app.store.fetchone(
+            "INSERT INTO runs (stage, started_at, finished_at, status)"
+            " VALUES (?, now() - to_microseconds(?::BIGINT), CASE WHEN ? THEN now() END, ?)"
+            " RETURNING id",
+            [stage, int((seconds or 0) * 1e6), seconds is not None, status],
+        )
+        assert row is not None
+        return int(row[0])
+
+    def bucket(stage: str, le: str) -> float | None:
+        return sample("biomem_stage_run_duration_seconds_bucket", {"stage": stage, "le": le})
+
+    insert("ingest", 0.005)
+    insert("ingest", 0.2, status="failed")
+    insert("ingest", 7200.0)  # past the last bound: only +Inf
+    running = insert("long_term", None, status="running")
+    assert bucket("ingest", "0.01") == 1
+    assert bucket("ingest", "0.25") == 2
+    assert bucket("ingest", "3600.0") == 2
+    assert bucket("ingest", "+Inf") == 3
+    assert sample("biomem_stage_run_duration_seconds_count", {"stage": "ingest"}) == 3
+    total = sample("biomem_stage_run_duration_seconds_sum", {"stage": "ingest"})
+    assert total == pytest.approx(7200.205, abs=0.01)
+    assert bucket("long_term", "+Inf") is None
+
+    app.store.execute(
+        "UPDATE runs SET status = 'succeeded', started_at = now() - INTERVAL 90 SECOND,"
+        " finished_at = now() WHERE id = ?",
+        [running],
+    )
+    insert("ingest", 0.02)
+    assert bucket("long_term", "60.0") == 0
+    assert bucket("long_term", "120.0") == 1
+    assert bucket("ingest", "0.025") == 2  # the new run, and the earlier ones not twice
+    assert sample("biomem_stage_run_duration_seconds_count", {"stage": "ingest"}) == 4
 
 
 @pytest.mark.parametrize(
@@ -290,6 +379,7 @@ def test_metrics_endpoint_serves_the_families(app: App) -> None:
     assert response.headers["content-type"].startswith("text/plain")
     for family in (
         "biomem_breaker_state",
+        "biomem_breaker_calls_total",
         "biomem_breaker_window_calls",
         "biomem_breaker_not_permitted_calls_total",
         "biomem_breaker_failure_rate",
@@ -298,6 +388,8 @@ def test_metrics_endpoint_serves_the_families(app: App) -> None:
         "biomem_dead_letter_oldest_pending_age_seconds",
         "biomem_stage_runs_total",
         "biomem_stage_last_run_duration_seconds",
+        "biomem_stage_run_duration_seconds_bucket",
+        "biomem_stage_run_duration_seconds_sum",
         "biomem_stage_items_total",
         "biomem_health_status",
         "biomem_health_up",
@@ -305,6 +397,10 @@ def test_metrics_endpoint_serves_the_families(app: App) -> None:
     ):
         assert f"\n{family}" in response.text, family
     assert 'biomem_stage_items_total{source="llm",stage="dreams"} 1.0' in response.text
+    assert 'biomem_stage_run_duration_seconds_bucket{le="+Inf",stage="dreams"} 1.0' in (
+        response.text
+    )
+    assert "# TYPE biomem_stage_run_duration_seconds histogram" in response.text
 
 
 def test_build_registry_adds_process_metrics(app: App) -> None:

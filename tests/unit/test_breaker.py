@@ -653,6 +653,54 @@ def test_reset_closes_with_a_fresh_window_and_keeps_refusal_counts() -> None:
     assert breaker.metrics().calls == 0
 
 
+def test_lifetime_totals_count_every_outcome_across_windows_and_states() -> None:
+    """Totals never go down: window resets, trials, stale and ignored calls all count once."""
+    breaker, clock, _ = make(slow_call_duration_s=1.0)
+    run(breaker, "ok", "ok", "slow", "fail", "fail", "fail", clock=clock)
+    assert breaker.state is OPEN  # 3 of 6 failed
+    with pytest.raises(CircuitOpenError):
+        breaker.call(ok)
+    clock.advance(10.0)
+    run(breaker, "ok", "ok", "ok")  # three trials: the breaker closes, the window resets
+    assert breaker.state is CLOSED
+    assert breaker.metrics().calls == 0
+    stale = breaker.acquire()
+    breaker.reset()
+    stale.failure(Boom())  # finished after the reset: not judged, still counted
+    permit = breaker.acquire()
+    permit.ignore()
+    with pytest.raises(asyncio.CancelledError):
+        breaker.call(lambda: (_ for _ in ()).throw(asyncio.CancelledError()))
+    m = breaker.metrics()
+    assert (m.total_calls, m.total_failed_calls, m.total_slow_calls) == (10, 4, 1)
+    assert m.total_ignored_calls == 2
+    assert m.not_permitted_calls == 1
+
+
+def test_lifetime_totals_in_a_time_window_and_in_metrics_only() -> None:
+    """A time window that ages out and a METRICS_ONLY switch lose no outcome from the totals."""
+    breaker, clock, _ = make(window_type="time", window_size=5, minimum_calls=100)
+    run(breaker, "ok", "fail")
+    clock.advance(60.0)  # both aged out of the window
+    run(breaker, "ok")
+    breaker.transition_to_metrics_only()  # the window starts afresh
+    run(breaker, "fail", "fail")
+    m = breaker.metrics()
+    assert (m.calls, m.failed_calls) == (2, 2)
+    assert (m.total_calls, m.total_failed_calls) == (5, 3)
+
+
+def test_disabled_adds_nothing_to_the_totals() -> None:
+    """DISABLED records nothing, lifetime totals included."""
+    breaker, _, _ = make()
+    run(breaker, "ok")
+    breaker.transition_to_disabled()
+    run(breaker, "ok", "fail")
+    breaker.acquire().ignore()
+    m = breaker.metrics()
+    assert (m.total_calls, m.total_failed_calls, m.total_ignored_calls) == (1, 0, 0)
+
+
 def test_manual_transitions_emit_events_and_same_state_is_a_no_op() -> None:
     """Each manual change emits one StateTransition; asking for the current state does nothing."""
     breaker, _, recorder = make()
@@ -943,6 +991,9 @@ class ReferenceModel:
         self.wait = 0.0
         self.open_until = 0.0
         self.refused = 0
+        # Every reported outcome, judged or stale: (calls, failed, slow), and ignored ones.
+        self.totals = (0, 0, 0)
+        self.ignored = 0
 
     def _set(self, state: BreakerState) -> None:
         self.state = state
@@ -983,6 +1034,8 @@ class ReferenceModel:
         return max(0.0, self.open_until - now) if self.state is OPEN else 0.0
 
     def record(self, gen: int, failed: bool, slow: bool, now: float) -> None:
+        calls, failures, slows = self.totals
+        self.totals = (calls + 1, failures + failed, slows + slow)
         if gen != self.gen:
             return
         if self.state is CLOSED:
@@ -1003,6 +1056,7 @@ class ReferenceModel:
                     self._set(CLOSED)
 
     def release(self, gen: int) -> None:
+        self.ignored += 1
         if gen == self.gen and self.state is HALF_OPEN:
             self.admitted -= 1
 
@@ -1105,6 +1159,9 @@ class BreakerMatchesModel(RuleBasedStateMachine):
         counts = (metrics.calls, metrics.failed_calls, metrics.slow_calls)
         assert counts == self.model.counts(now)
         assert metrics.not_permitted_calls == self.model.refused
+        totals = (metrics.total_calls, metrics.total_failed_calls, metrics.total_slow_calls)
+        assert totals == self.model.totals
+        assert metrics.total_ignored_calls == self.model.ignored
         assert metrics.consecutive_opens == self.model.opens
         assert self.breaker.retry_after() == self.model.retry_after(now)
 
@@ -1158,6 +1215,7 @@ def test_sixteen_threads_lose_no_outcome() -> None:
     assert len(finished) == 16
     metrics = breaker.metrics()
     assert (metrics.calls, metrics.failed_calls) == (3200, 800)
+    assert (metrics.total_calls, metrics.total_failed_calls) == (3200, 800)
 
 
 @pytest.mark.usefixtures("fast_switching")

@@ -112,3 +112,21 @@ def test_dead_letter_depth_is_the_pending_count(app: App, clock: FakeClock) -> N
     for n in range(3):
         app.dlq.put("writeback", {}, OSError("x"), idempotency_key=f"k{n}", component="postgresql")
     assert signals.observe(clock.monotonic()).dead_letters == 3
+
+
+def test_an_on_demand_result_past_its_interval_is_not_acted_on(app: App, clock: FakeClock) -> None:
+    """Checked on request: recovery sees statuses and readings until the result is stale."""
+    check = Resources()
+    monitor = HealthMonitor([check], interval_s=15, on_demand=True, clock=clock.monotonic)
+    signals = _signals(app, monitor, clock)
+    check.memory = C
+    monitor.fresh_snapshot()  # a request ran the checks
+    fresh = signals.observe(clock.monotonic())
+    assert fresh.statuses == {"system_resources": C}
+    assert fresh.history["system_resources"] == (C,)
+    assert fresh.resources["memory"] == (C,)
+    clock.advance(16)  # nobody asked since: an old reading, not a current one
+    stale = signals.observe(clock.monotonic())
+    assert (stale.statuses, stale.history, stale.resources) == ({}, {}, {})
+    monitor.fresh_snapshot()
+    assert signals.observe(clock.monotonic()).resources["memory"] == (C, C)

@@ -6,6 +6,12 @@ it; the only store reads (dead letters, last runs) run on a bounded thread
 with a short timeout and report their failure instead of waiting. Every body
 passes through :func:`~biomem.resilience.redact.redact_value`.
 
+A monitor without its background loop (``on_demand``) is asked for a fresh
+snapshot instead: the health endpoints, /metrics and the status data run
+the checks when the last result is older than the interval, one run shared
+by concurrent requests and each check under its own timeout, so a hanging
+dependency delays a request by its check's timeout at most.
+
 ==========================  =====  ============================================
 path                        token  answers
 ==========================  =====  ============================================
@@ -90,19 +96,19 @@ _Responses = dict[int | str, dict[str, Any]]
 # --------------------------------------------------------------------------- factory
 
 
-def health_response(snapshot: HealthSnapshot, interval_s: float) -> Response:
+def health_response(snapshot: HealthSnapshot, max_age_s: float) -> Response:
     """``GET /health``'s response for ``snapshot``: 200 pass/warn, 503 fail."""
     code = 503 if snapshot.status.wire == "fail" else 200
     return HealthJSONResponse(
         _safe(health_body(snapshot)),
         status_code=code,
-        headers={"Cache-Control": f"max-age={max(0, int(interval_s))}"},
+        headers={"Cache-Control": f"max-age={max(0, int(max_age_s))}"},
     )
 
 
-def render_health(snapshot: HealthSnapshot, interval_s: float) -> Rendered:
+def render_health(snapshot: HealthSnapshot, max_age_s: float) -> Rendered:
     """:func:`health_response` as bytes for :class:`~biomem.health.fastpath.CachedHealth`."""
-    response = health_response(snapshot, interval_s)
+    response = health_response(snapshot, max_age_s)
     return Rendered(response.status_code, tuple(response.raw_headers), bytes(response.body))
 
 
@@ -158,10 +164,13 @@ def create_api(
         summary="Overall health (application/health+json); 200 pass/warn, 503 fail",
     )
     async def health() -> Response:
-        # Never runs a check: a hung dependency cannot slow this. The server
-        # serves the same response from fastpath.CachedHealth, rendered once
-        # per snapshot; this route documents it and answers the rest.
-        return health_response(monitor.snapshot(), monitor.interval_s)
+        # With the background monitor this never runs a check: a hung
+        # dependency cannot slow it. On demand it may wait for the shared run
+        # (bounded by the checks' timeouts). The server serves the same
+        # response from fastpath.CachedHealth, rendered once per snapshot;
+        # this route documents it and answers the rest.
+        snapshot = await monitor.fresh_snapshot_async()
+        return health_response(snapshot, monitor.max_age_s())
 
     @api.get(
         "/health/detailed",
@@ -171,7 +180,7 @@ def create_api(
         summary="Every component with history, breakers, budgets, dead letters, errors, runs",
     )
     def detailed(history: int = Query(20, ge=0, le=_HISTORY_MAX)) -> Response:
-        snapshot = monitor.snapshot()
+        snapshot = monitor.fresh_snapshot()  # a sync route: on a worker thread
         letters, runs = _store_reads(app, reader)
         guards = app.guards
         body = {
@@ -241,7 +250,7 @@ def create_api(
         known = known_services()
         if service not in known:
             return _error(404, "unknown service", known=known)
-        snapshot = monitor.snapshot()
+        snapshot = monitor.fresh_snapshot()
         comp = snapshot.component(service) or ComponentHealth(
             name=service,
             component_type="component",
@@ -287,6 +296,7 @@ def create_api(
         summary="Prometheus text exposition",
     )
     def metrics() -> Response:
+        monitor.fresh_snapshot()  # on demand: biomem_health_* as of now, not of the last request
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     sources = StatusSources(

@@ -7,11 +7,16 @@ layer renders the snapshot once — through the very route code the API
 documents, so the bytes are the same — and serves the cached bytes to every
 request until the next snapshot. Everything else (and any ``/health``
 request with a query string) goes to the FastAPI application unchanged.
+
+Given ``refresh`` (an on-demand monitor's ``fresh_snapshot_async``), each
+request first awaits it, so a stale result is checked again — once for all
+concurrent requests — before the answer; ``max_age`` keys the rendering too,
+as an on-demand result's Cache-Control max-age counts down.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -36,27 +41,35 @@ class CachedHealth:
     Args:
         app: the API that serves everything else.
         snapshot: the monitor's current snapshot (never runs a check).
-        render: the route's response for a snapshot.
+        render: the route's response for a snapshot and a max-age in seconds.
+        max_age: the Cache-Control max-age now.
+        refresh: awaited before each answer (an on-demand monitor's run), or None.
     """
 
     def __init__(
         self,
         app: ASGIApp,
         snapshot: Callable[[], HealthSnapshot],
-        render: Callable[[HealthSnapshot], Rendered],
+        render: Callable[[HealthSnapshot, int], Rendered],
+        *,
+        max_age: Callable[[], int],
+        refresh: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self.app = app
         self._snapshot = snapshot
         self._render = render
-        self._cached: tuple[HealthSnapshot, Rendered] | None = None
+        self._max_age = max_age
+        self._refresh = refresh
+        self._cached: tuple[HealthSnapshot, int, Rendered] | None = None
 
     def current(self) -> Rendered:
         snapshot = self._snapshot()
+        max_age = self._max_age()
         cached = self._cached
-        if cached is None or cached[0] is not snapshot:
-            cached = (snapshot, self._render(snapshot))
-            self._cached = cached  # one assignment: readers see the old pair or the new
-        return cached[1]
+        if cached is None or cached[0] is not snapshot or cached[1] != max_age:
+            cached = (snapshot, max_age, self._render(snapshot, max_age))
+            self._cached = cached  # one assignment: readers see the old triple or the new
+        return cached[2]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -68,6 +81,8 @@ class CachedHealth:
             await self.app(scope, receive, send)
             return
         try:
+            if self._refresh is not None:
+                await self._refresh()
             rendered = self.current()
         except Exception:  # noqa: BLE001 - the framework's path reports it properly
             await self.app(scope, receive, send)

@@ -5,6 +5,12 @@ its check times out and reports UNHEALTHY ("check timed out") while the
 others report on time. With continuous monitoring a background thread runs
 the checks every interval (with jitter) on an event loop of its own; history
 is bounded per component; status changes are published to listeners.
+
+Without it (``on_demand=True``, HEALTH_CONTINUOUS_MONITORING=false) the
+endpoints ask :meth:`HealthMonitor.fresh_snapshot`: the checks run when the
+last result is older than the interval, once for all concurrent requests
+(:mod:`biomem.health._on_demand`), and their transitions reach the listeners
+as usual.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
+from biomem.health._on_demand import OnDemandRuns
 from biomem.health.model import (
     Check,
     ComponentHealth,
@@ -42,9 +49,13 @@ class HealthMonitor:
 
     Args:
         checks: the checks, run concurrently.
-        interval_s: seconds between runs of the background loop.
+        interval_s: seconds between runs of the background loop; on demand,
+            how long a result is reused.
         history_size: results kept per component.
         wall_clock: times people read (checked_at, transitions).
+        on_demand: no background loop: :meth:`fresh_snapshot` runs the checks
+            when the result is stale.
+        clock: monotonic seconds, for the age of an on-demand result.
     """
 
     def __init__(
@@ -55,6 +66,8 @@ class HealthMonitor:
         history_size: int = 240,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         listeners: Iterable[TransitionListener] = (),
+        on_demand: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.checks = list(checks)
         self.interval_s = interval_s
@@ -84,6 +97,25 @@ class HealthMonitor:
         }
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._on_demand: OnDemandRuns | None = None
+        if on_demand:
+            slowest = max((c.timeout_s for c in self.checks), default=0.0)
+            self._on_demand = OnDemandRuns(
+                lambda: asyncio.run(self.run_once()),
+                interval_s=interval_s,
+                wait_s=slowest + 1.0,
+                clock=clock,
+            )
+
+    @property
+    def on_demand(self) -> bool:
+        """True when the checks run on request rather than in a background loop."""
+        return self._on_demand is not None
+
+    @property
+    def on_demand_runs(self) -> OnDemandRuns | None:
+        """The on-request runs (``runs`` started, callers ``waiting``), or None."""
+        return self._on_demand
 
     def add_listener(self, listener: TransitionListener) -> None:
         self._listeners.append(listener)
@@ -92,6 +124,37 @@ class HealthMonitor:
         """The latest results; never blocks on a dependency."""
         with self._lock:
             return self._snapshot
+
+    def fresh_snapshot(self) -> HealthSnapshot:
+        """The snapshot to answer a request with (blocking; call it from a thread).
+
+        On demand, the checks run first when the last result is older than the
+        interval (one run shared by every concurrent caller, waited for at most
+        the slowest check's timeout and a second); otherwise, :meth:`snapshot`.
+        """
+        if self._on_demand is not None:
+            self._on_demand.wait()
+        return self.snapshot()
+
+    async def fresh_snapshot_async(self) -> HealthSnapshot:
+        """:meth:`fresh_snapshot` for a coroutine: never blocks the event loop."""
+        if self._on_demand is not None:
+            await self._on_demand.wait_async()
+        return self.snapshot()
+
+    def max_age_s(self) -> int:
+        """Seconds a response may be cached (Cache-Control max-age).
+
+        The interval with a background loop; on demand, what is left of the
+        result's interval, so a cache never keeps it past its reuse.
+        """
+        if self._on_demand is None:
+            return max(0, int(self.interval_s))
+        return int(self._on_demand.remaining_s())
+
+    def result_is_current(self) -> bool:
+        """False only on demand, once the last result has outlived the interval."""
+        return self._on_demand is None or self._on_demand.remaining_s() > 0
 
     def history(self, component: str) -> list[tuple[datetime, Status]]:
         """(time, status) of the component's recent results, oldest first."""
@@ -168,7 +231,13 @@ class HealthMonitor:
         return snapshot
 
     def start(self) -> None:
-        """Run the checks now and then every interval, in a background thread."""
+        """Run the checks now and then every interval, in a background thread.
+
+        Raises:
+            RuntimeError: the monitor runs on demand.
+        """
+        if self._on_demand is not None:
+            raise RuntimeError("an on-demand monitor has no background loop")
         if self._thread is not None:
             return
         self._thread = threading.Thread(target=self._loop, name="health-monitor", daemon=True)
@@ -186,6 +255,8 @@ class HealthMonitor:
 
     def stop(self, timeout_s: float = 10.0) -> None:
         self._stop.set()
+        if self._on_demand is not None:
+            self._on_demand.close(timeout_s)
         if self._thread is not None:
             self._thread.join(timeout_s)
             self._thread = None

@@ -283,8 +283,11 @@ def build_health_server(
         recovery=recovery.snapshot if recovery is not None else None,
         silences=alerting,
     )
-    interval_s = monitor.interval_s
     front = CachedHealth(
-        api, monitor.snapshot, lambda snapshot: render_health(snapshot, interval_s)
+        api,
+        monitor.snapshot,
+        render_health,
+        max_age=monitor.max_age_s,
+        refresh=monitor.fresh_snapshot_async if monitor.on_demand else None,
     )
     return HealthServer(api, host=settings.host, port=settings.port, front=front)

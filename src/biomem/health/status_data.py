@@ -105,7 +105,7 @@ def _guarded(read: Callable[[], T]) -> tuple[T | None, str | None]:
 def gather_status(sources: StatusSources) -> dict[str, Any]:
     """The whole page as plain data, redacted (what /status/data returns and /status renders)."""
     now = sources.wall_clock()
-    snapshot = sources.monitor.snapshot()
+    snapshot = sources.monitor.fresh_snapshot()  # on demand, may run the checks first
     reader = sources.reader
     letters, letters_error = _guarded(lambda: reader.call(lambda: _dead_letters(sources.app)))
     stages, stages_error = _guarded(lambda: reader.call(lambda: _stages(sources.app, now)))

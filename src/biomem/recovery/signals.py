@@ -9,7 +9,10 @@ and the process registry (workers past their deadline).
 Resource readings are kept here, one per monitor result (a result is told by
 its ``checked_at``), so "N readings in a row" counts checks, not evaluations.
 A source that fails leaves its part empty (``dead_letters`` None): the
-triggers reading it stay pending instead of guessing.
+triggers reading it stay pending instead of guessing. So does a monitor that
+runs on request once its last result has outlived the interval: statuses,
+history and resource readings are left out until a request checks again,
+rather than acting again and again on an old reading.
 """
 
 from __future__ import annotations
@@ -128,8 +131,9 @@ class LiveSignals:
         return int(counts.get(DeadLetterStatus.PENDING, 0))
 
     def observe(self, now: float) -> Observation:
+        current = self._monitor.result_is_current()
         snapshot = self._monitor.snapshot()
-        names = list(snapshot.components)
+        names = list(snapshot.components) if current else []
         history = {
             name: tuple(status for _, status in self._monitor.history(name)) for name in names
         }
@@ -146,9 +150,9 @@ class LiveSignals:
         )
         return Observation(
             at=now,
-            statuses={name: comp.status for name, comp in snapshot.components.items()},
+            statuses={name: snapshot.components[name].status for name in names},
             history=history,
-            resources=self._read_resources(),
+            resources=self._read_resources() if current else {},
             breakers_open_s=open_s,
             dead_letters=self._dead_letters(),
             stage_runs=runs,

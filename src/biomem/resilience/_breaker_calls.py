@@ -62,6 +62,8 @@ class _BreakerCalls(_BreakerCore):
                     due = self._window.record(False, False, end)
                 if due:
                     self._judge_window(_CLOSED, end)
+            else:  # stale: not judged, still counted (see _BreakerCore._record)
+                self._past_calls += 1
         finally:
             lock.release()
         if self._pending:
@@ -116,6 +118,8 @@ class _BreakerCalls(_BreakerCore):
                     due = self._window.record(False, False, end)
                 if due:
                     self._judge_window(_CLOSED, end)
+            else:  # stale: not judged, still counted (see _BreakerCore._record)
+                self._past_calls += 1
         finally:
             lock.release()
         if self._pending:
@@ -171,6 +175,8 @@ class _BreakerCalls(_BreakerCore):
                             due = self._window.record(False, False, end)
                         if due:
                             self._judge_window(_CLOSED, end)
+                    else:  # stale: not judged, still counted
+                        self._past_calls += 1
                 finally:
                     lock.release()
                 if self._pending:
@@ -207,6 +213,8 @@ class _BreakerCalls(_BreakerCore):
                         due = self._window.record(False, False, end)
                     if due:
                         self._judge_window(_CLOSED, end)
+                else:  # stale: not judged, still counted
+                    self._past_calls += 1
             finally:
                 lock.release()
             if self._pending:

@@ -60,6 +60,7 @@ class _BreakerCore:
         "_fail_threshold",
         "_gen",
         "_ignore_types",
+        "_ignored",
         "_is_failure",
         "_judging_trials",
         "_listeners",
@@ -70,6 +71,9 @@ class _BreakerCore:
         "_not_permitted",
         "_open_until",
         "_open_wait",
+        "_past_calls",
+        "_past_failed",
+        "_past_slow",
         "_pending",
         "_predicate",
         "_rates_reported",
@@ -133,6 +137,15 @@ class _BreakerCore:
         # round leads to, as the numbers that reopened the breaker).
         self._judging_trials = False
         self._not_permitted = 0
+        # Lifetime totals, for counters that never go down. Outcomes still in
+        # the window's totals are added when read (see ``_reset_window``), so
+        # the CLOSED fast path pays nothing for them; the "past" ones are the
+        # window's outcomes from before its last reset, the half-open trials
+        # and the outcomes of calls that finished after a state change.
+        self._past_calls = 0
+        self._past_failed = 0
+        self._past_slow = 0
+        self._ignored = 0
         self._rates_reported = False  # METRICS_ONLY reports each crossing once
         self._listeners: tuple[BreakerListener, ...] = tuple(listeners)
         self._pending: deque[BreakerEvent] = deque()
@@ -152,7 +165,7 @@ class _BreakerCore:
                 self._open(now)
             else:
                 if to is _METRICS_ONLY:
-                    self._window.reset()
+                    self._reset_window()
                     self._rates_reported = False
                 self._set_state(to, now)
         self._deliver()
@@ -232,12 +245,11 @@ class _BreakerCore:
             self._record(gen, kind == _FAILURE, end - start >= self._slow_s, end)
 
     def _release(self, gen: int) -> None:
-        """An ignored call: free its half-open trial slot, if it holds one."""
-        # Unlocked pre-check: if the state is not HALF_OPEN now, a trial of
-        # ``gen`` is already stale, and a CLOSED call holds no slot.
-        if self._state is not _HALF_OPEN:
-            return
+        """An ignored call: count it, and free its half-open trial slot if it holds one."""
+        # Under the lock, for the count: ignored calls are rare (cancellation,
+        # ignore_exceptions), so this path is not worth a racy increment.
         with self._lock:
+            self._ignored += 1
             if gen == self._gen and self._state is _HALF_OPEN:
                 self._trials_admitted -= 1
 
@@ -256,7 +268,12 @@ class _BreakerCore:
         lock.acquire()  # acquire/release: measurably cheaper than ``with`` here
         try:
             if gen != self._gen:
-                return  # admitted before a state change: stale
+                # Admitted before a state change: stale, never judged, but a
+                # call the dependency answered all the same.
+                self._past_calls += 1
+                self._past_failed += failed
+                self._past_slow += slow
+                return
             state = self._state
             if state is _CLOSED:
                 if self._window.record(failed, slow, now):
@@ -267,8 +284,11 @@ class _BreakerCore:
                 # Judged at every call, to notice the rates dropping back too.
                 self._window.record(failed, slow, now)
                 self._judge_window(state, now)
-            else:
-                return  # OPEN, FORCED_OPEN, DISABLED record nothing
+            else:  # OPEN, FORCED_OPEN, DISABLED judge nothing; the call still counts
+                self._past_calls += 1
+                self._past_failed += failed
+                self._past_slow += slow
+                return
         finally:
             lock.release()
         if self._pending:
@@ -291,6 +311,9 @@ class _BreakerCore:
             self._queue_rates(failure_rate, slow_rate, now)
 
     def _judge_trial(self, failed: bool, slow: bool, now: float) -> None:
+        self._past_calls += 1  # trials never enter the window: counted here
+        self._past_failed += failed
+        self._past_slow += slow
         self._trials_done += 1
         self._trials_failed += failed
         self._trials_slow += slow
@@ -327,8 +350,21 @@ class _BreakerCore:
         self._open_until = now + self._open_wait
         self._set_state(_OPEN, now)
 
-    def _close(self, now: float) -> None:
+    def _reset_window(self) -> None:
+        """Empty the window, its outcomes kept in the lifetime totals."""
+        calls, failed, slow = self._window.totals()
+        self._past_calls += calls
+        self._past_failed += failed
+        self._past_slow += slow
         self._window.reset()
+
+    def _lifetime(self) -> tuple[int, int, int]:
+        """``(calls, failed, slow)`` recorded since the breaker was created."""
+        calls, failed, slow = self._window.totals()
+        return self._past_calls + calls, self._past_failed + failed, self._past_slow + slow
+
+    def _close(self, now: float) -> None:
+        self._reset_window()
         self._consecutive_opens = 0
         self._set_state(_CLOSED, now)
 

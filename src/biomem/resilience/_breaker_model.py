@@ -262,6 +262,12 @@ class BreakerMetrics:
         slow_calls: slow calls in the window.
         not_permitted_calls: calls refused since the breaker was created.
         consecutive_opens: opens since the breaker was last closed.
+        total_calls: outcomes recorded since the breaker was created (window,
+            half-open trials, and calls that finished after a state change);
+            never goes down. DISABLED records none.
+        total_failed_calls: those that failed.
+        total_slow_calls: those that were slow (failed or not).
+        total_ignored_calls: calls whose outcome counted neither way.
     """
 
     state: BreakerState
@@ -272,3 +278,7 @@ class BreakerMetrics:
     slow_calls: int
     not_permitted_calls: int
     consecutive_opens: int
+    total_calls: int = 0
+    total_failed_calls: int = 0
+    total_slow_calls: int = 0
+    total_ignored_calls: int = 0

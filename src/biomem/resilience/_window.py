@@ -1,9 +1,10 @@
 """Sliding windows of call outcomes for the circuit breaker (private).
 
 Two windows, one interface: ``record(failed, slow, now)``, ``snapshot(now)``
-returning ``(calls, failures, slow)``, and ``reset()``. Both keep running
-totals, so recording and reading cost O(1) (amortised) whatever the window's
-size.
+returning ``(calls, failures, slow)``, ``totals()`` returning the same counts
+for everything recorded since the last reset (in the window or aged out), and
+``reset()``. Both keep running totals, so recording and reading cost O(1)
+(amortised) whatever the window's size.
 
 ``record`` also answers whether the rates are due for judging: only when the
 window holds at least ``minimum`` calls and something may have raised a rate
@@ -33,6 +34,10 @@ class SlidingWindow(Protocol):
         """Return ``(calls, failures, slow)`` in the window as of ``now``."""
         ...
 
+    def totals(self) -> tuple[int, int, int]:
+        """Return ``(calls, failures, slow)`` recorded since the last reset."""
+        ...
+
     def reset(self) -> None:
         """Forget every outcome."""
         ...
@@ -48,7 +53,16 @@ class CountWindow:
     arrives or the totals are read, each once.
     """
 
-    __slots__ = ("_bad", "_failures", "_minimum", "_size", "_slow", "n")
+    __slots__ = (
+        "_bad",
+        "_failures",
+        "_failures_total",
+        "_minimum",
+        "_size",
+        "_slow",
+        "_slow_total",
+        "n",
+    )
 
     def __init__(self, size: int, minimum: int = 1) -> None:
         if size < 1 or not 1 <= minimum <= size:
@@ -62,6 +76,10 @@ class CountWindow:
         self._bad: deque[tuple[int, bool, bool]] = deque()  # (number, failed, slow)
         self._failures = 0  # among the kept outcomes, evicted or not yet
         self._slow = 0
+        # Since the last reset, never evicted: only bad outcomes add to them,
+        # so the plain-success path stays ``n += 1``.
+        self._failures_total = 0
+        self._slow_total = 0
 
     def _evict(self) -> None:
         bad = self._bad
@@ -79,6 +97,8 @@ class CountWindow:
             self._bad.append((n, failed, slow))
             self._failures += failed
             self._slow += slow
+            self._failures_total += failed
+            self._slow_total += slow
             return n >= self._minimum
         return n == self._minimum
 
@@ -87,11 +107,14 @@ class CountWindow:
         n = self.n
         return (n if n < self._size else self._size), self._failures, self._slow
 
+    def totals(self) -> tuple[int, int, int]:
+        return self.n, self._failures_total, self._slow_total
+
     def reset(self) -> None:
         self.n = 0
         self._bad.clear()
-        self._failures = 0
-        self._slow = 0
+        self._failures = self._failures_total = 0
+        self._slow = self._slow_total = 0
 
 
 class TimeWindow:
@@ -190,6 +213,9 @@ class TimeWindow:
             self._failures - self._base_failures,
             self._slow - self._base_slow,
         )
+
+    def totals(self) -> tuple[int, int, int]:
+        return self._calls, self._failures, self._slow
 
     def reset(self) -> None:
         self._marks.clear()

@@ -214,6 +214,8 @@ class CircuitBreaker(_BreakerCalls):
                 calls, failed, slow = self._window.snapshot(now)
                 minimum = self._min_calls
             not_permitted, opens = self._not_permitted, self._consecutive_opens
+            total, total_failed, total_slow = self._lifetime()
+            ignored = self._ignored
         judged = calls >= minimum  # minimum ≥ 1: never a division by zero
         return BreakerMetrics(
             state=state,
@@ -224,6 +226,10 @@ class CircuitBreaker(_BreakerCalls):
             slow_calls=slow,
             not_permitted_calls=not_permitted,
             consecutive_opens=opens,
+            total_calls=total,
+            total_failed_calls=total_failed,
+            total_slow_calls=total_slow,
+            total_ignored_calls=ignored,
         )
 
     def add_listener(self, listener: BreakerListener) -> None:
@@ -311,12 +317,12 @@ class CircuitBreaker(_BreakerCalls):
         self._transition(_METRICS_ONLY)
 
     def reset(self) -> None:
-        """Back to CLOSED with a fresh window, whatever the state; refused counts remain."""
+        """Back to CLOSED with a fresh window, whatever the state; lifetime counts remain."""
         now = self._mono()
         with self._lock:
             if self._state is _CLOSED:
                 self._gen += 1  # calls admitted before the reset do not count after it
-                self._window.reset()
+                self._reset_window()
                 self._consecutive_opens = 0
             else:
                 self._close(now)
