@@ -83,6 +83,7 @@ def run_daemon(
             shutting_down=stop.is_set,
             alerting=alerting,
             recovery=recovery,
+            schedule=orchestrator.next_run_times,
         )
         server.start()
         typer.echo(f"health endpoints: {server.url}/health, {server.url}/metrics")

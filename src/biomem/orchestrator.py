@@ -405,3 +405,17 @@ class Orchestrator:
             for job in self._scheduler.get_jobs()
             if job.id in STAGES or job.id == "ingest"
         }
+
+    def next_run_times(self) -> dict[str, datetime | None]:
+        """Each scheduled stage's next fire time as the scheduler holds it, None while paused.
+
+        Read-only, for the status page: it follows pauses and reschedules by
+        recovery. Empty without schedules (one-off passes, before start, after stop).
+        """
+        if not self._scheduler.running:
+            return {}
+        return {
+            job.id: job.next_run_time
+            for job in self._scheduler.get_jobs()
+            if job.id in STAGES or job.id == "ingest"
+        }

@@ -8,7 +8,9 @@ with playwright (the system browser, never a downloaded one).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
+import os
 import re
 import shutil
 import signal
@@ -19,7 +21,8 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import Any, NoReturn
 
 import httpx
 import pytest
@@ -35,6 +38,7 @@ from biomem.health.status_data import StatusSources, gather_status, next_run
 from biomem.health.status_render import SECTIONS, render_sections
 from biomem.ingest import ingest_jsonl
 from biomem.metrics import BoundedReader, build_registry
+from biomem.orchestrator import Orchestrator
 from biomem.store.runs import record_run
 from tests.conftest import REPO, SAMPLES, cli_env, run_cli
 from tests.fakes.ollama import FakeOllama
@@ -48,6 +52,8 @@ XSS = '<script>alert("planted")</script>'
 COMPONENTS = ("duckdb", "postgresql", "ollama", "system_resources", "pipeline")
 OUTAGE = ("degraded", "unhealthy", "critical")
 ARTIFACT = REPO / "build" / "artifacts" / "status.png"
+# Developers without chromium may skip the browser test; CI (make test) must run it.
+ALLOW_NO_BROWSER = "BIOMEM_ALLOW_NO_BROWSER"
 
 
 class FixedCheck(Check):
@@ -119,7 +125,7 @@ def test_page_shows_every_section(app: App) -> None:
         slots = re.findall(r'<i class="s-([a-z_]+)"', strip)
         assert len(slots) == 60
         assert slots[-1] == "healthy"
-        assert set(slots[:-2]) == {"none"}
+        assert set(slots[:-2]) == {"unknown"}  # before the first check: gaps
     for name in SECTIONS:
         assert f'id="{name}"' in text
     assert "75 % LLM · 25 % fallback" in text  # short_term's share
@@ -262,26 +268,122 @@ def test_a_closed_store_is_reported_per_section(app: App) -> None:
     assert 'data-component="ollama"' in page.text
 
 
-def test_history_strip_places_each_check_in_its_minute(app: App) -> None:
-    """Seen half an hour later, a degraded check sits 30 slots from the right; older is gone."""
-    monitor = HealthMonitor([FixedCheck("ollama", Status.DEGRADED)])
-    asyncio.run(monitor.run_once())
-    checked = monitor.snapshot().components["ollama"].checked_at
+class ClockedCheck(FixedCheck):
+    """A real check stamped with the test's wall clock instead of the machine's."""
+
+    def __init__(self, name: str, clock: Callable[[], datetime]) -> None:
+        super().__init__(name)
+        self.clock = clock
+
+    async def run(self) -> ComponentHealth:
+        return dataclasses.replace(await super().run(), checked_at=self.clock())
+
+
+def test_strip_shows_the_hour_at_a_one_second_interval(app: App) -> None:
+    """Checked every second for 50 minutes (degraded from 12:10 to 12:12), then not at all:
+    seen at 12:59 every minute is on the strip, and the silent ones show as unknown."""
+    start = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+    moment = [start]
+    check = ClockedCheck("ollama", lambda: moment[0])
+    monitor = HealthMonitor([check], interval_s=1, wall_clock=lambda: moment[0])
+
+    async def fifty_minutes() -> None:
+        for second in range(50 * 60):
+            moment[0] = start + timedelta(seconds=second)
+            check.status = Status.DEGRADED if 600 <= second < 780 else Status.HEALTHY
+            await monitor.run_once()
+
+    asyncio.run(fifty_minutes())
+    seen = start + timedelta(minutes=59, seconds=30)
+    sources = StatusSources(
+        monitor=monitor, app=app, reader=BoundedReader(), wall_clock=lambda: seen
+    )
+    html = render_sections(gather_status(sources))["components"]
+    cells = re.findall(r'<i class="s-([a-z_]+)"( data-carried)? title="([^"]*)"', html)
+    classes = [c for c, _, _ in cells]
+    assert len(cells) == 60
+    assert classes[:10] == ["healthy"] * 10
+    assert classes[10:13] == ["degraded"] * 3
+    assert classes[13:50] == ["healthy"] * 37
+    assert cells[12][2] == "12:12 UTC: degraded (60 checks)"
+    # The last check (12:49:59) is in effect for 2 intervals + the check's timeout: into 12:50.
+    assert cells[50] == (
+        "healthy",
+        " data-carried",
+        "12:50 UTC: healthy (no check, last result in effect)",
+    )
+    assert classes[51:] == ["unknown"] * 9
+    assert cells[-1][2] == "12:59 UTC: no check (unknown)"
+    assert 'aria-label="last hour: 3000 checks, 9 minutes without a result"' in html
+
+
+def test_next_run_is_the_schedulers_paused_and_rescheduled_included(app: App) -> None:
+    """With the orchestrator's jobs as the source, a paused stage shows "paused", a stage
+    recovery rescheduled shows its new time, the others their jobs' fire times."""
+    orchestrator = Orchestrator(app)
+    orchestrator.start(initial_pass=False)
+    try:
+        assert orchestrator.pause_stage("dreams")
+        later = orchestrator.reschedule("short_term", 7200)
+        jobs = orchestrator.next_run_times()
+        sources = StatusSources(
+            monitor=HealthMonitor([]),
+            app=app,
+            reader=BoundedReader(),
+            schedule=orchestrator.next_run_times,
+        )
+        data = gather_status(sources)
+        html = render_sections(data)["stages"]
+    finally:
+        orchestrator.stop()
+    rows = {row["stage"]: row for row in data["stages"]["rows"]}
+    assert jobs["dreams"] is None
+    assert rows["dreams"]["next_state"] == "paused" and rows["dreams"]["next_run"] is None
+    assert later is not None
+    assert rows["short_term"]["next_run"] == later.isoformat()
+    assert rows["short_term"]["next_state"] == "scheduled"
+    for stage in ("working_memory", "consolidation", "homeostasis"):
+        fire = jobs[stage]
+        assert fire is not None and rows[stage]["next_run"] == fire.isoformat(), stage
+    assert rows["ingest"]["next_state"] == "on_demand"  # no PostgreSQL: files, on demand
+    short_term = re.search(r"<strong>short_term</strong>.*?</tr>", html)
+    assert short_term is not None and "in 2.0 h" in short_term.group(0)
+    dreams = re.search(r"<strong>dreams</strong>.*?</tr>", html)
+    assert dreams is not None and '<span class="badge s-paused">paused</span>' in dreams.group(0)
+    assert "estimated" not in html
+    # Stopped, the scheduler has no jobs: no stage pretends to have a next run.
+    stopped = gather_status(sources)["stages"]["rows"]
+    assert {row["next_state"] for row in stopped} == {"not_scheduled", "on_demand"}
+
+
+def test_next_run_without_a_scheduler_is_estimated_and_an_unreadable_one_is_said(
+    app: App,
+) -> None:
+    """No scheduler in the process: next runs are estimates from the schedule, marked so;
+    a scheduler that cannot be read leaves them blank and says why."""
+    with record_run(app.store, "short_term"):
+        pass
     reader = BoundedReader()
+    estimated = gather_status(StatusSources(monitor=HealthMonitor([]), app=app, reader=reader))
+    rows = {row["stage"]: row for row in estimated["stages"]["rows"]}
+    assert rows["short_term"]["next_state"] == "estimated"
+    assert rows["short_term"]["next_run"] is not None
+    assert "(estimated)" in render_sections(estimated)["stages"]
 
-    def strip_seen_at(moment: datetime) -> list[str]:
-        sources = StatusSources(monitor=monitor, app=app, reader=reader, wall_clock=lambda: moment)
-        html = render_sections(gather_status(sources))["components"]
-        return re.findall(r'<i class="s-([a-z_]+)"', html)
+    def broken() -> dict[str, datetime | None]:
+        raise RuntimeError("scheduler gone")
 
-    later = strip_seen_at(checked + timedelta(minutes=30, seconds=10))
-    assert [i for i, s in enumerate(later) if s != "none"] == [29]
-    assert later[29] == "degraded"
-    assert set(strip_seen_at(checked + timedelta(minutes=61))) == {"none"}
+    sources = StatusSources(monitor=HealthMonitor([]), app=app, reader=reader, schedule=broken)
+    data = gather_status(sources)
+    assert data["stages"]["error"] == "scheduler: RuntimeError: scheduler gone"
+    assert {row["next_state"] for row in data["stages"]["rows"]} == {"unknown", "on_demand"}
+    html = render_sections(data)["stages"]
+    assert 'class="error">unreadable: scheduler: RuntimeError: scheduler gone' in html
 
 
 def test_next_run_from_cron_and_interval() -> None:
-    """Cron schedules give their next fire time; intervals the last start plus the interval."""
+    """Estimated without a scheduler: cron schedules give their next fire time, intervals the
+    last start plus the interval."""
     now = datetime(2030, 1, 1, 2, 30, tzinfo=UTC)
     assert next_run("0 3 * * *", None, now) == datetime(2030, 1, 1, 3, 0, tzinfo=UTC)
     assert next_run("0 4 * * 0", None, now) == datetime(2030, 1, 6, 4, 0, tzinfo=UTC)  # Sunday
@@ -306,11 +408,53 @@ def wait_until(predicate: Callable[[], bool], *, timeout_s: float) -> None:
         time.sleep(0.1)
 
 
+def _missing(problem: str) -> NoReturn:
+    """Fail in one line (CI must run the browser test); skip only when a developer allows it."""
+    if os.environ.get(ALLOW_NO_BROWSER) == "1":
+        pytest.skip(f"{problem} ({ALLOW_NO_BROWSER}=1)")
+    pytest.fail(f"{problem}; or set {ALLOW_NO_BROWSER}=1 to skip this test", pytrace=False)
+
+
 def _chromium() -> str:
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if found is None:
-        pytest.skip("chromium not found on PATH: `apt-get install chromium` (make test does)")
+        _missing(
+            "chromium not found on PATH: install Debian's chromium"
+            " (`apt-get install chromium`; `make test` does)"
+        )
     return found
+
+
+def _playwright() -> ModuleType:
+    try:
+        from playwright import sync_api
+    except ImportError:
+        _missing("playwright not installed: `pip install -e '.[dev]'` (`make install` does)")
+    return sync_api
+
+
+@pytest.mark.parametrize(
+    ("allowed", "outcome"),
+    [
+        pytest.param(None, pytest.fail.Exception, id="ci-fails"),
+        pytest.param("1", pytest.skip.Exception, id="developer-skips"),
+    ],
+)
+def test_a_missing_browser_fails_unless_a_skip_is_allowed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, allowed: str | None, outcome: type
+) -> None:
+    """Without chromium the browser test fails, saying what to install, unless
+    BIOMEM_ALLOW_NO_BROWSER=1 lets a developer skip it."""
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing on it
+    if allowed is None:
+        monkeypatch.delenv(ALLOW_NO_BROWSER, raising=False)
+    else:
+        monkeypatch.setenv(ALLOW_NO_BROWSER, allowed)
+    with pytest.raises(outcome) as raised:
+        _chromium()
+    message = str(raised.value)
+    assert "\n" not in message
+    assert "apt-get install chromium" in message and ALLOW_NO_BROWSER in message
 
 
 @pytest.mark.slow
@@ -319,7 +463,7 @@ def test_browser_shows_components_and_ollama_outage_live(
 ) -> None:
     """The real daemon's page in headless chromium shows every component, then ollama's outage
     within two check intervals without a reload, and fits a 375 px screen."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (dev extra) missing")
+    sync_api = _playwright()
     executable = _chromium()
     interval_s = 3.0
     port = _free_port()
@@ -370,6 +514,10 @@ def test_browser_shows_components_and_ollama_outage_live(
                 ),
                 timeout_s=60,
             )
+            # Next runs come from the daemon's scheduler, not estimated from the schedule.
+            assert "estimated" not in stages.inner_text()
+            assert "not scheduled" not in stages.inner_text()
+            assert ollama_card.locator(".strip i").count() == 60  # the hour, minute by minute
             page.evaluate("window.__sameDocument = true")  # gone if the page reloads
             started = time.monotonic()
             ollama.stop()

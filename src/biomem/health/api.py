@@ -83,7 +83,7 @@ from biomem.health._api_models import (
 from biomem.health.fastpath import Rendered
 from biomem.health.model import ComponentHealth, HealthSnapshot, Status
 from biomem.health.monitor import HealthMonitor
-from biomem.health.status_data import StatusSources
+from biomem.health.status_data import ScheduleProvider, StatusSources
 from biomem.health.status_page import add_status_routes
 from biomem.metrics import BoundedReader
 
@@ -124,11 +124,13 @@ def create_api(
     reader: BoundedReader | None = None,
     recovery: Callable[[], Mapping[str, Any]] | None = None,
     silences: SilenceControl | None = None,
+    schedule: ScheduleProvider | None = None,
 ) -> FastAPI:
     """The health API over ``monitor`` and ``app``; the server decides ``require_token``.
 
     ``recovery`` (the daemon's recovery service) adds its recent actions to
-    /health/detailed.
+    /health/detailed; ``schedule`` (the orchestrator's next fire times) gives
+    the status page each stage's real next run.
 
     Raises:
         ValueError: ``require_token`` without a ``token``.
@@ -305,6 +307,7 @@ def create_api(
         reader=reader,
         alerts=alerts,
         recovery=_recent_actions(recovery) if recovery is not None else None,
+        schedule=schedule,
     )
     add_status_routes(api, sources, token=token, require_token=require_token)
     return api

@@ -3,8 +3,14 @@
 Endpoints answer from the snapshot, so a hanging dependency never slows them:
 its check times out and reports UNHEALTHY ("check timed out") while the
 others report on time. With continuous monitoring a background thread runs
-the checks every interval (with jitter) on an event loop of its own; history
-is bounded per component; status changes are published to listeners.
+the checks every interval (with jitter) on an event loop of its own; status
+changes are published to listeners.
+
+Two bounded records per component: ``history``, the last ``history_size``
+results (what /health/detailed lists and recovery's streaks read), and a
+:class:`~biomem.health.timeline.StatusTimeline`, the last hour in one-minute
+slots whatever the interval (what the status page's strip shows): at a 1 s
+interval the hour is 3600 results, which neither consumer needs one by one.
 
 Without it (``on_demand=True``, HEALTH_CONTINUOUS_MONITORING=false) the
 endpoints ask :meth:`HealthMonitor.fresh_snapshot`: the checks run when the
@@ -34,6 +40,7 @@ from biomem.health.model import (
     StatusTransition,
     aggregate,
 )
+from biomem.health.timeline import StatusTimeline, TimelineSlot
 
 __all__ = ["HealthMonitor", "TransitionListener"]
 
@@ -45,13 +52,14 @@ class TransitionListener(Protocol):
 
 
 class HealthMonitor:
-    """Runs the checks and keeps the latest snapshot and a bounded history.
+    """Runs the checks and keeps the latest snapshot, a bounded history and the last hour.
 
     Args:
         checks: the checks, run concurrently.
         interval_s: seconds between runs of the background loop; on demand,
             how long a result is reused.
-        history_size: results kept per component.
+        history_size: recent results kept per component (:meth:`history`); the
+            last hour (:meth:`timeline`) is kept apart, in minutes.
         wall_clock: times people read (checked_at, transitions).
         on_demand: no background loop: :meth:`fresh_snapshot` runs the checks
             when the result is stale.
@@ -95,11 +103,19 @@ class HealthMonitor:
         self._history: dict[str, deque[tuple[datetime, Status]]] = {
             name: deque(maxlen=history_size) for name in [*self._snapshot.components, "overall"]
         }
+        slowest = max((c.timeout_s for c in self.checks), default=0.0)
+        # A result is in effect until the next one is due: the loop waits up to
+        # 1.1 intervals after a run that may take the slowest timeout; twice the
+        # interval leaves room for a slow run without hiding a stopped monitor.
+        self._stale_after_s = 2 * interval_s + slowest
+        self._timelines: dict[str, StatusTimeline] = {
+            name: StatusTimeline(stale_after_s=self._stale_after_s)
+            for name in [*self._snapshot.components, "overall"]
+        }
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._on_demand: OnDemandRuns | None = None
         if on_demand:
-            slowest = max((c.timeout_s for c in self.checks), default=0.0)
             self._on_demand = OnDemandRuns(
                 lambda: asyncio.run(self.run_once()),
                 interval_s=interval_s,
@@ -161,6 +177,18 @@ class HealthMonitor:
         with self._lock:
             return list(self._history.get(component, ()))
 
+    def timeline(self, component: str, now: datetime | None = None) -> list[TimelineSlot]:
+        """The component's last hour up to ``now`` (default: the wall clock), minute by minute.
+
+        An unknown component gives an hour of gaps.
+        """
+        moment = now if now is not None else self._wall_clock()
+        with self._lock:
+            timeline = self._timelines.get(component)
+            if timeline is None:
+                timeline = StatusTimeline(stale_after_s=self._stale_after_s)
+            return timeline.slots(moment)
+
     async def _run_check(self, check: Check) -> ComponentHealth:
         started = time.perf_counter()
         try:
@@ -202,6 +230,7 @@ class HealthMonitor:
                 self._history.setdefault(result.name, deque(maxlen=self._history_size)).append(
                     (result.checked_at, result.status)
                 )
+                self._timeline(result.name).record(result.checked_at, result.status)
                 if old is not None and old.status is not result.status:
                     transitions.append(
                         StatusTransition(
@@ -220,6 +249,7 @@ class HealthMonitor:
                     )
                 )
             self._history["overall"].append((now, overall))
+            self._timeline("overall").record(now, overall)
             self._snapshot = HealthSnapshot(status=overall, components=components, taken_at=now)
             snapshot = self._snapshot
         for transition in transitions:
@@ -229,6 +259,12 @@ class HealthMonitor:
                 except Exception:  # a subscriber must not break monitoring
                     logger.exception("health transition listener failed")
         return snapshot
+
+    def _timeline(self, name: str) -> StatusTimeline:
+        timeline = self._timelines.get(name)
+        if timeline is None:
+            timeline = self._timelines[name] = StatusTimeline(stale_after_s=self._stale_after_s)
+        return timeline
 
     def start(self) -> None:
         """Run the checks now and then every interval, in a background thread.

@@ -31,6 +31,7 @@ from biomem.config import Settings
 from biomem.health.api import create_api, render_health
 from biomem.health.fastpath import CachedHealth
 from biomem.health.monitor import HealthMonitor
+from biomem.health.status_data import ScheduleProvider
 from biomem.metrics import AlertMetricsSource, build_registry
 from biomem.resilience.errors import BiomemError, ConfigurationError
 
@@ -256,11 +257,13 @@ def build_health_server(
     shutting_down: Callable[[], bool] = lambda: False,
     recovery: RecoverySource | None = None,
     alerting: AlertingSurface | None = None,
+    schedule: ScheduleProvider | None = None,
 ) -> HealthServer:
     """The server the settings ask for: token policy checked, registry and API built.
 
     ``alerting`` (the daemon's alert service) adds the alert metrics and the
-    silence routes.
+    silence routes; ``schedule`` (the orchestrator's
+    :meth:`~biomem.orchestrator.Orchestrator.next_run_times`) the status page's next runs.
 
     Raises:
         ConfigurationError: the token policy is not met.
@@ -282,6 +285,7 @@ def build_health_server(
         require_token=token is not None,
         recovery=recovery.snapshot if recovery is not None else None,
         silences=alerting,
+        schedule=schedule,
     )
     front = CachedHealth(
         api,

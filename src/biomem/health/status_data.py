@@ -1,17 +1,22 @@
 """What the status page shows: one plain, redacted document gathered from the process.
 
-Sources: the monitor (components and their last hour of results), the
-breakers, the alert service, the dead-letter queue, the recovery engine's
-recent actions, and the store (the last run of each stage, memories over
-time). Store reads go through the API's :class:`~biomem.metrics.BoundedReader`,
-one bounded read per section, so a busy or closed store shows as an error in
-that section while every other section still renders.
+Sources: the monitor (components and their last hour, minute by minute),
+the breakers, the alert service, the dead-letter queue, the recovery engine's
+recent actions, the scheduler (each stage's next run), and the store (the
+last run of each stage, memories over time). Store reads go through the API's
+:class:`~biomem.metrics.BoundedReader`, one bounded read per section, so a
+busy or closed store shows as an error in that section while every other
+section still renders.
 
-"Next run" is computed from the stage's schedule: a cron schedule's next fire
-time, or the last start plus the interval (the scheduler anchors intervals at
-its start and adds up to ``min(5 s, interval / 10)`` of jitter, so it may be a
-few seconds off); a time already past means the run is due (it waits for the
-job in flight).
+"Next run" is the scheduler's: the next fire time of the stage's job in the
+daemon's APScheduler (:meth:`~biomem.orchestrator.Orchestrator.next_run_times`),
+so a stage paused by recovery shows as paused and one recovery rescheduled
+shows its new time; a stage with no job shows as not scheduled. Without a
+scheduler in this process (``schedule`` None: a health server on its own) it
+is estimated from the configured schedule — a cron schedule's next fire time,
+or the last start plus the interval (the scheduler anchors intervals at its
+start and adds jitter, so the estimate may be a few seconds off). A time
+already past means the run is due (it waits for the job in flight).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any, TypeVar
 
 from biomem.app import App
@@ -36,7 +41,9 @@ from biomem.resilience.redact import redact_text, redact_value
 
 __all__ = [
     "AlertsProvider",
+    "NextRun",
     "RecoveryProvider",
+    "ScheduleProvider",
     "StatusSources",
     "gather_status",
     "next_run",
@@ -48,8 +55,9 @@ T = TypeVar("T")
 AlertsProvider = Callable[[], Mapping[str, Any]]
 # Recent recovery actions, newest first: at, rule, action, target, result, reason.
 RecoveryProvider = Callable[[], Sequence[Mapping[str, Any]]]
+# Each scheduled job's next fire time, None while paused (Orchestrator.next_run_times).
+ScheduleProvider = Callable[[], Mapping[str, datetime | None]]
 
-HISTORY_WINDOW = timedelta(hours=1)
 SHARE_WINDOW = timedelta(hours=24)  # the LLM share over recent runs
 OLDEST_LETTERS = 5  # per open status
 RECOVERY_ROWS = 20
@@ -70,6 +78,7 @@ class StatusSources:
     reader: BoundedReader
     alerts: AlertsProvider | None = None
     recovery: RecoveryProvider | None = None
+    schedule: ScheduleProvider | None = None
     wall_clock: Callable[[], datetime] = _utc_now
 
 
@@ -108,7 +117,11 @@ def gather_status(sources: StatusSources) -> dict[str, Any]:
     snapshot = sources.monitor.fresh_snapshot()  # on demand, may run the checks first
     reader = sources.reader
     letters, letters_error = _guarded(lambda: reader.call(lambda: _dead_letters(sources.app)))
-    stages, stages_error = _guarded(lambda: reader.call(lambda: _stages(sources.app, now)))
+    jobs, jobs_error = _scheduled(sources.schedule)
+    failed = jobs_error is not None
+    stages, stages_error = _guarded(
+        lambda: reader.call(lambda: _stages(sources.app, now, jobs, scheduler_failed=failed))
+    )
     chart, chart_error = _guarded(lambda: reader.call(lambda: chart_data(sources.app.store, now)))
     body = {
         "generated_at": now,
@@ -120,7 +133,7 @@ def gather_status(sources: StatusSources) -> dict[str, Any]:
         "alerts": _alerts(sources.alerts),
         "dead_letters": {**(letters or {"counts": {}, "oldest": []}), "error": letters_error},
         "recovery": _recovery(sources.recovery),
-        "stages": {"rows": stages or [], "error": stages_error},
+        "stages": {"rows": stages or [], "error": stages_error or jobs_error},
         "chart": {**(chart or {"ingested": [], "consolidated": []}), "error": chart_error},
     }
     return dict(redact_value("status", plain(body)))
@@ -132,7 +145,6 @@ def gather_status(sources: StatusSources) -> dict[str, Any]:
 def _components(
     snapshot: HealthSnapshot, monitor: HealthMonitor, now: datetime
 ) -> list[dict[str, Any]]:
-    since = now - HISTORY_WINDOW
     return [
         {
             "name": comp.name,
@@ -146,10 +158,16 @@ def _components(
                 {"name": m.name, "value": m.value, "unit": m.unit, "status": m.status.value}
                 for m in comp.measurements
             ],
-            "history": [
-                {"at": at, "status": status.value}
-                for at, status in monitor.history(comp.name)
-                if at >= since
+            # The last hour, one slot a minute, oldest first (HealthMonitor.timeline).
+            "timeline": [
+                {
+                    "start": slot.start,
+                    "status": slot.status.value,
+                    "checks": slot.checks,
+                    "carried": slot.carried,
+                    "gap": slot.gap,
+                }
+                for slot in monitor.timeline(comp.name, now)
             ],
         }
         for comp in snapshot.components.values()
@@ -215,6 +233,16 @@ def _recovery(provider: RecoveryProvider | None) -> dict[str, Any]:
     return {"running": True, "actions": actions, "skips": skips, "error": error}
 
 
+def _scheduled(
+    provider: ScheduleProvider | None,
+) -> tuple[Mapping[str, datetime | None] | None, str | None]:
+    """The scheduler's jobs; None without a scheduler, or when it could not be read (and why)."""
+    if provider is None:
+        return None, None
+    jobs, error = _guarded(lambda: dict(provider()))
+    return jobs, None if error is None else f"scheduler: {error}"
+
+
 # --------------------------------------------------------------------------- store reads
 
 
@@ -272,7 +300,44 @@ def _items(stage: str, counts: Mapping[str, Any]) -> int | None:
     return int(value) if isinstance(value, int | float) else None
 
 
-def _stages(app: App, now: datetime) -> list[dict[str, Any]]:
+class NextRun(StrEnum):
+    """Where a stage's "next run" comes from."""
+
+    SCHEDULED = "scheduled"  # the scheduler's next fire time
+    PAUSED = "paused"  # the job is paused (recovery's pause_stages); no time
+    NOT_SCHEDULED = "not_scheduled"  # the scheduler has no job for it (not started, stopping)
+    ESTIMATED = "estimated"  # no scheduler in this process: from the configured schedule
+    ON_DEMAND = "on_demand"  # ingest from files: `biomem ingest FILE`
+    UNKNOWN = "unknown"  # the scheduler could not be read (the section says why)
+
+
+def _next(
+    stage: str,
+    schedule: str | None,
+    jobs: Mapping[str, datetime | None] | None,
+    scheduler_failed: bool,
+    started: datetime | None,
+    now: datetime,
+) -> tuple[NextRun, datetime | None]:
+    if schedule is None:
+        return NextRun.ON_DEMAND, None
+    if scheduler_failed:
+        return NextRun.UNKNOWN, None
+    if jobs is None:
+        return NextRun.ESTIMATED, next_run(schedule, started, now)
+    if stage not in jobs:
+        return NextRun.NOT_SCHEDULED, None
+    fire = jobs[stage]
+    return (NextRun.PAUSED, None) if fire is None else (NextRun.SCHEDULED, fire)
+
+
+def _stages(
+    app: App,
+    now: datetime,
+    jobs: Mapping[str, datetime | None] | None,
+    *,
+    scheduler_failed: bool = False,
+) -> list[dict[str, Any]]:
     last = {str(row[0]): row for row in app.store.execute(_LAST_RUNS_SQL)}
     shares = {
         str(stage): (int(llm or 0), int(fallback or 0))
@@ -291,11 +356,13 @@ def _stages(app: App, now: datetime) -> list[dict[str, Any]]:
         counts = run_counts(row[4]) if row is not None else {}
         end = finished if finished is not None else now
         llm_24h, fallback_24h = shares.get(stage, (0, 0))
+        upcoming, fire = _next(stage, schedule, jobs, scheduler_failed, started, now)
         rows.append(
             {
                 "stage": stage,
                 "schedule": schedule,
-                "next_run": next_run(schedule, started, now) if schedule else None,
+                "next_run": fire,
+                "next_state": upcoming.value,
                 "status": row[3] if row is not None else None,
                 "started_at": started,
                 "finished_at": finished,

@@ -142,30 +142,31 @@ def _summary(data: Mapping[str, Any], now: datetime) -> str:
     )
 
 
-_RANK = {"healthy": 0, "unknown": 1, "degraded": 2, "unhealthy": 3, "critical": 4}
-STRIP_SLOTS = 60  # one a minute: the last hour, oldest on the left
+def _strip(timeline: Sequence[Mapping[str, Any]]) -> str:
+    """The last hour as the monitor's one-minute slots, oldest on the left.
 
-
-def _strip(history: Sequence[Mapping[str, Any]], now: datetime) -> str:
-    """The last hour as 60 one-minute slots, each the worst status checked in it."""
-    worst: dict[int, str] = {}
-    for point in history:
-        at = _parse(point.get("at"))
-        status = str(point.get("status"))
-        if at is None:
-            continue
-        slot = STRIP_SLOTS - 1 - int((now - at).total_seconds() // 60)
-        if 0 <= slot < STRIP_SLOTS and _RANK.get(status, 1) >= _RANK.get(worst.get(slot, ""), -1):
-            worst[slot] = status
+    A slot shows the worst status checked in it; a slot without a check shows
+    the last result while it is still in effect (lighter: ``data-carried``);
+    one without either is a gap, shown as unknown.
+    """
     cells = []
-    for slot in range(STRIP_SLOTS):
-        seen = worst.get(slot)
-        label = f"{STRIP_SLOTS - 1 - slot} min ago: {seen or 'no check'}"
-        cells.append(f'<i class="s-{_cls(seen or "none")}" title="{esc(label)}"></i>')
-    return (
-        f'<div class="strip" role="img" aria-label="last hour: {len(history)} checks">'
-        f"{''.join(cells)}</div>"
-    )
+    checks = gaps = 0
+    for slot in timeline:
+        start = _parse(slot.get("start"))
+        status = str(slot.get("status") or "unknown")
+        n = int(slot.get("checks") or 0)
+        checks += n
+        moment = f"{start:%H:%M} UTC" if start is not None else "?"
+        if slot.get("gap"):
+            gaps += 1
+            label, attrs = f"{moment}: no check (unknown)", ""
+        elif slot.get("carried"):
+            label, attrs = f"{moment}: {status} (no check, last result in effect)", " data-carried"
+        else:
+            label, attrs = f"{moment}: {status} ({n} check{'s' if n != 1 else ''})", ""
+        cells.append(f'<i class="s-{_cls(status)}"{attrs} title="{esc(label)}"></i>')
+    summary = f"last hour: {checks} checks, {gaps} minutes without a result"
+    return f'<div class="strip" role="img" aria-label="{esc(summary)}">{"".join(cells)}</div>'
 
 
 def _measurement(m: Mapping[str, Any]) -> str:
@@ -188,7 +189,7 @@ def _components(data: Mapping[str, Any], now: datetime) -> str:
             f"<h3>{esc(c['name'])} {_badge(c['status'])}"
             f"<small>{'required' if c['required'] else 'optional'}</small></h3>"
             f'{output}<ul class="measurements">{measurements}</ul>'
-            f"{_strip(c.get('history', []), now)}"
+            f"{_strip(c.get('timeline', []))}"
             f'<p class="meta">checked {when(c["checked_at"], now)}</p></article>'
         )
     return "".join(cards) or '<p class="empty">no component is monitored</p>'
@@ -203,6 +204,29 @@ def _share(llm: Any, fallback: Any) -> str:
     return f"{100 * llm_n / total:.0f} % LLM · {100 * fallback_n / total:.0f} % fallback"
 
 
+_NOT_TIMED = {
+    "on_demand": "on demand (biomem ingest)",
+    "paused": _badge("paused"),
+    "not_scheduled": "not scheduled",
+    "unknown": "—",
+}
+
+
+def _upcoming(stage: Mapping[str, Any], now: datetime) -> str:
+    """The next run: the scheduler's time, "paused", or why there is none."""
+    state = str(stage.get("next_state") or "")
+    if state in _NOT_TIMED:
+        return _NOT_TIMED[state]
+    nxt = stage.get("next_run")
+    moment = _parse(nxt)
+    if moment is None:
+        return "after the first run"  # an estimate for an interval stage that never ran
+    if moment <= now:
+        return "due now"  # waits for the job in flight
+    shown = when(nxt, now)
+    return shown + " <small>(estimated)</small>" if state == "estimated" else shown
+
+
 def _stages(data: Mapping[str, Any], now: datetime) -> str:
     section = data["stages"]
     rows = []
@@ -213,16 +237,7 @@ def _stages(data: Mapping[str, Any], now: datetime) -> str:
             last = f"{_badge(s['status'])} {when(s['started_at'], now)}"
         if s.get("error"):
             last += f'<br><span class="error">{esc(s["error"])}</span>'
-        nxt = s.get("next_run")
-        moment = _parse(nxt)
-        if s.get("schedule") is None:
-            upcoming = "on demand (biomem ingest)"
-        elif moment is None:
-            upcoming = "after the first run"
-        elif moment <= now:
-            upcoming = "due now"
-        else:
-            upcoming = when(nxt, now)
+        upcoming = _upcoming(s, now)
         schedule = f"<br><small>{esc(s['schedule'])}</small>" if s.get("schedule") else ""
         rows.append(
             [
