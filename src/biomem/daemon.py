@@ -23,6 +23,7 @@ from biomem.health.server import build_health_server
 from biomem.orchestrator import Orchestrator
 from biomem.pipeline.runner import StageOutcome
 from biomem.recovery import RecoveryService
+from biomem.recovery.routes import add_recovery_routes
 from biomem.store import DuckDBStore
 
 __all__ = ["run_daemon", "store_summary"]
@@ -81,6 +82,7 @@ def run_daemon(
             alerting=alerting,
             recovery=recovery,
         )
+        add_recovery_routes(server.api, recovery, settings)
         server.start()
         typer.echo(f"health endpoints: {server.url}/health, {server.url}/metrics")
         typer.echo(f"status page: {server.url}/status")
