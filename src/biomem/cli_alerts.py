@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import getpass
 import json
-import logging
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import quote
 
-import httpx
 import typer
 from pydantic import ValidationError
 
@@ -27,6 +24,7 @@ from biomem.alerts import NotificationStatus, Outbox, SilenceStore
 from biomem.alerts.routes import SilenceRequest
 from biomem.alerts.silences import new_silence
 from biomem.cli_common import EXIT_CONFIG, EXIT_FAILED, bootstrap, fail, guarded
+from biomem.cli_daemon import find_daemon, unexpected
 from biomem.config import Settings
 from biomem.store import DuckDBStore
 
@@ -38,59 +36,10 @@ alerts_app = typer.Typer(
     no_args_is_help=True,
 )
 
-_TIMEOUT_S = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class _Daemon:
-    """The running daemon's health API, or nobody (``base`` None)."""
-
-    base: str | None
-    token: str | None
-
-    def request(self, method: str, path: str, body: Any = None) -> httpx.Response:
-        assert self.base is not None
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        with httpx.Client(timeout=_TIMEOUT_S) as client:
-            response = client.request(method, self.base + path, json=body, headers=headers)
-        if response.status_code == 401:
-            raise fail("the daemon refused the request: set HEALTH_API_TOKEN", EXIT_FAILED)
-        return response
-
-
-def _daemon(settings: Settings) -> _Daemon:
-    """The daemon when its API answers /livez, else ``_Daemon(None, None)``."""
-    # httpx logs each request at INFO: noise on a command's standard error.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    health = settings.health
-    token = health.api_token.get_secret_value() if health.api_token is not None else None
-    if not health.http_endpoints:
-        return _Daemon(None, token)
-    # A wildcard bind is reached on loopback (this command runs on the same machine).
-    wildcard = {"0.0.0.0": "127.0.0.1", "::": "::1"}  # noqa: S104 - addresses to connect to
-    host = wildcard.get(health.host, health.host)
-    base = f"http://[{host}]:{health.port}" if ":" in host else f"http://{host}:{health.port}"
-    try:
-        with httpx.Client(timeout=2.0) as client:
-            answer = client.get(base + "/livez")
-    except httpx.HTTPError:
-        return _Daemon(None, token)  # nothing listens there: no daemon
-    if answer.status_code != 200:
-        raise fail(f"{base} answers, but not as biomem's health API", EXIT_FAILED)
-    return _Daemon(base, token)
-
 
 def _open_store(settings: Settings) -> DuckDBStore:
     # StoreLockedError (a daemon without HTTP endpoints) becomes one line via @guarded.
     return DuckDBStore.open(settings.store.path)
-
-
-def _unexpected(response: httpx.Response) -> typer.Exit:
-    try:
-        error = response.json().get("error", "")
-    except ValueError:
-        error = response.text[:200]
-    return fail(f"the daemon answered HTTP {response.status_code}: {error}", EXIT_FAILED)
 
 
 def _from_store(settings: Settings) -> dict[str, Any]:
@@ -152,11 +101,11 @@ def list_alerts(
 ) -> None:
     """Active alerts, silences and undelivered notifications."""
     settings = bootstrap()
-    daemon = _daemon(settings)
+    daemon = find_daemon(settings)
     if daemon.base is not None:
         response = daemon.request("GET", "/health/alerts")
         if response.status_code != 200:
-            raise _unexpected(response)
+            raise unexpected(response)
         data, source = response.json(), "daemon"
     else:
         data, source = _from_store(settings), "store"
@@ -245,7 +194,7 @@ def silence(
     if duration is not None and until is not None:
         raise fail("give --duration or --until, not both", EXIT_CONFIG)
     request = _request(matchers, duration, until, comment, created_by or _user())
-    daemon = _daemon(settings)
+    daemon = find_daemon(settings)
     if daemon.base is not None:
         response = daemon.request(
             "POST", "/health/alerts/silences", request.model_dump(mode="json", exclude_none=True)
@@ -254,7 +203,7 @@ def silence(
             detail = response.json().get("detail") or [{}]
             raise fail(f"cannot silence: {detail[0].get('msg', 'invalid')}", EXIT_CONFIG)
         if response.status_code != 201:
-            raise _unexpected(response)
+            raise unexpected(response)
         _echo_silence(response.json(), as_json, "silenced")
         return
     now = datetime.now(UTC)
@@ -283,14 +232,14 @@ def unsilence(
 ) -> None:
     """End a silence now."""
     settings = bootstrap()
-    daemon = _daemon(settings)
+    daemon = find_daemon(settings)
     if daemon.base is not None:
         path = "/health/alerts/silences/" + quote(silence_id, safe="")
         response = daemon.request("DELETE", path)
         if response.status_code == 404:
             raise fail(f"no active silence {silence_id}", EXIT_FAILED)
         if response.status_code != 200:
-            raise _unexpected(response)
+            raise unexpected(response)
         _echo_silence(response.json(), as_json, "ended")
         return
     now = datetime.now(UTC)

@@ -22,6 +22,7 @@ from biomem.health.server import build_health_server
 from biomem.orchestrator import Orchestrator
 from biomem.pipeline.runner import StageOutcome
 from biomem.recovery import RecoveryService
+from biomem.recovery.routes import add_recovery_routes
 from biomem.store import DuckDBStore
 
 __all__ = ["run_daemon", "store_summary"]
@@ -85,6 +86,7 @@ def run_daemon(
             recovery=recovery,
             schedule=orchestrator.next_run_times,
         )
+        add_recovery_routes(server.api, recovery, settings)
         server.start()
         typer.echo(f"health endpoints: {server.url}/health, {server.url}/metrics")
         typer.echo(f"status page: {server.url}/status")

@@ -81,16 +81,20 @@ def test_restart_command_runs_exactly_as_configured_without_a_shell(
         records = manual_engine(application, None).run_rule("ollama_restart")
     finally:
         application.close()
+    # Started (nothing waits for it), the cache cleared, then its end collected.
     assert outcomes(records) == [
-        ("restart_ollama", "done", None),
+        ("restart_ollama", "started", None),
         ("clear_llm_cache", "done", None),
+        ("restart_ollama", "done", None),
     ]
     assert json.loads(record.read_text()) == argv[3:]
     assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
-    restart = records[0]
-    assert restart.arguments["argv"] == argv
-    assert restart.detail["exit_code"] == 0 and "restarted" in restart.detail["output"]
-    assert records[1].detail["entries"] == 1
+    started, cleared, ended = records
+    assert started.arguments["argv"] == argv and ended.arguments["argv"] == argv
+    assert started.detail["pid"] == ended.detail["pid"]
+    assert ended.detail["exit_code"] == 0 and "restarted" in ended.detail["output"]
+    assert ended.summary.startswith("command exited 0 after")
+    assert cleared.detail["entries"] == 1
     # Its output spool was biomem's own temporary file, and it is gone.
     assert not list(own_temp_dir(application.store.path.parent).glob("biomem-*"))
 
@@ -102,10 +106,10 @@ def test_restart_is_unavailable_without_a_command(app: App) -> None:
     assert "ollama_restart_command" in records[0].summary
 
 
-def test_a_hanging_restart_command_is_terminated_at_its_timeout(
+def test_a_one_off_run_terminates_a_hanging_restart_command_at_its_deadline(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Past command_timeout_seconds the command is terminated and the action fails."""
+    """Without a daemon to collect it, the run waits to the deadline, then ends the command."""
     argv = [sys.executable, "-c", "import time; time.sleep(120)"]
     path = _toml(
         tmp_path,
@@ -114,11 +118,14 @@ def test_a_hanging_restart_command_is_terminated_at_its_timeout(
     )
     application = make_app(monkeypatch, BIOMEM_CONFIG_FILE=str(path))
     try:
-        (restart, _cache) = manual_engine(application, None).run_rule("ollama_restart")
+        (started, _cache, ended) = manual_engine(application, None).run_rule("ollama_restart")
     finally:
         application.close()
-    assert restart.outcome == "failed" and restart.detail["timed_out"] is True
-    assert not psutil.pid_exists(restart.detail["pid"])
+    assert started.outcome == "started"
+    assert (ended.action, ended.outcome) == ("restart_ollama", "failed")
+    assert ended.detail["ended_by"] == "SIGTERM"
+    assert ended.summary.startswith("ran past its 1 s deadline; ended by SIGTERM")
+    assert not psutil.pid_exists(ended.detail["pid"])
 
 
 def test_stuck_workers_are_terminated_and_nothing_else_is(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
-"""Recovery's surfaces: `biomem recovery rules|history|run`, and the daemon acting on a real
-outage (Ollama down → the configured restart command → Ollama back), seen in /health/detailed,
-/metrics, the audit and the log file."""
+"""Recovery's surfaces: `biomem recovery rules|history|run` on the store and through a running
+daemon's API, and the daemon acting on a real outage (Ollama down → the configured restart
+command → Ollama back), seen in /health/detailed, /metrics, the audit and the log file."""
 
 from __future__ import annotations
 
@@ -73,8 +73,9 @@ def test_run_dry_run_renders_and_history_tells(tmp_path: Path) -> None:
     history = run_cli("recovery", "history", "--json", env=env)
     rows = [json.loads(line) for line in history.stdout.splitlines()]
     assert [(r["action"], r["outcome"], r["reason"]) for r in rows] == [
+        ("restart_ollama", "done", None),  # the command's end, waited for by the one-off run
         ("clear_llm_cache", "done", None),
-        ("restart_ollama", "done", None),
+        ("restart_ollama", "started", None),
         ("clear_llm_cache", "skipped", "dry_run"),
         ("restart_ollama", "skipped", "dry_run"),
     ]
@@ -163,9 +164,16 @@ def test_the_daemon_restarts_a_down_ollama_with_the_configured_command(tmp_path:
                 return []
             return list(body.get("recovery", {}).get("recent", []))
 
-        _wait_for("the audit in /health/detailed", lambda: len(recent()) >= 2)
-        actions = [(r["action"], r["outcome"]) for r in reversed(recent())]
-        assert actions[:2] == [("restart_ollama", "done"), ("clear_llm_cache", "done")]
+        def acted() -> list[tuple[str, str]]:  # the rule's cooldown skips left out
+            return [(r["action"], r["outcome"]) for r in reversed(recent()) if r["reason"] is None]
+
+        # Started (the engine does not wait for it), the cache cleared, then its end seen.
+        _wait_for("the audit in /health/detailed", lambda: len(acted()) >= 3)
+        assert acted()[:3] == [
+            ("restart_ollama", "started"),
+            ("clear_llm_cache", "done"),
+            ("restart_ollama", "done"),
+        ]
         metrics = httpx.get(f"{base}/metrics", timeout=5).text
         assert (
             'biomem_recovery_actions_total{action="restart_ollama",result="done",'
@@ -190,3 +198,88 @@ def test_the_daemon_restarts_a_down_ollama_with_the_configured_command(tmp_path:
     assert rows[-1]["trigger"] == "ollama unhealthy for 2 check(s) in a row"
     lines = [json.loads(line) for line in log_file.read_text().splitlines()]
     assert any(line.get("event") == "recovery_action" for line in lines)
+
+
+TOKEN = "recovery-cli-token-0123456789"
+
+
+@pytest.mark.slow
+def test_rules_history_and_run_ask_the_running_daemon(tmp_path: Path, fake_ollama: Any) -> None:
+    """While `biomem run` holds the store, `recovery run|history|rules` go through its API with
+    the token: the rule runs in the daemon, whose engine collects the command's end."""
+    config, record = _config(tmp_path, "interval_seconds = 0.5\n")
+    port = _free_port()
+    env = {
+        "BIOMEM_CONFIG_FILE": str(config),
+        "OLLAMA_URL": fake_ollama.url,
+        "HEALTH_HTTP_ENDPOINTS": "true",
+        "HEALTH_HTTP_PORT": str(port),
+        "HEALTH_API_TOKEN": TOKEN,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "biomem", "run"],
+        env=cli_env(env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def history() -> list[dict[str, Any]]:
+        done = run_cli("recovery", "history", "--json", env=env)
+        assert done.returncode == 0, done.stderr
+        return [json.loads(line) for line in done.stdout.splitlines()]
+
+    try:
+        _wait_for("the daemon's API", lambda: _answers(f"http://127.0.0.1:{port}/livez"))
+        dry = run_cli("recovery", "run", "ollama_restart", "--dry-run", env=env)
+        assert dry.returncode == 0, dry.stderr
+        assert "restart_ollama: skipped (dry_run)" in dry.stdout and not record.exists()
+
+        real = run_cli("recovery", "run", "ollama_restart", env=env)
+        assert real.returncode == 0, real.stderr
+        assert "restart_ollama: started: command started (pid" in real.stdout
+        assert "clear_llm_cache: done" in real.stdout
+        assert "its end shows in `biomem recovery history`" in real.stdout
+        _wait_for("the restart command", record.exists)
+        assert json.loads(record.read_text()) == ["restart", "ollama"]
+        # The daemon's engine sees the command end and audits it.
+        _wait_for(
+            "the command's end in the history",
+            lambda: ("restart_ollama", "done") in [(r["action"], r["outcome"]) for r in history()],
+        )
+        rows = history()
+        assert [(r["action"], r["outcome"], r["reason"], r["phase"]) for r in rows] == [
+            ("restart_ollama", "done", None, "manual"),
+            ("clear_llm_cache", "done", None, "manual"),
+            ("restart_ollama", "started", None, "manual"),
+            ("clear_llm_cache", "skipped", "dry_run", "manual"),
+            ("restart_ollama", "skipped", "dry_run", "manual"),
+        ]
+        assert rows[0]["summary"].startswith("command exited 0 after")
+        only = run_cli("recovery", "history", "--rule", "nothing_like_it", env=env)
+        assert (only.returncode, only.stdout.strip()) == (0, "no recovery decisions recorded")
+
+        rules = run_cli("recovery", "rules", env=env)
+        assert rules.returncode == 0, rules.stderr
+        assert "state unavailable" not in rules.stderr
+        assert "ollama_restart: when ollama unhealthy/critical × 5" in rules.stdout
+
+        unknown = run_cli("recovery", "run", "reboot_the_world", env=env)
+        assert unknown.returncode == 2
+        assert "no recovery rule 'reboot_the_world'" in unknown.stderr
+        assert "duckdb_reopen" in unknown.stderr
+        wrong = run_cli("recovery", "history", env={**env, "HEALTH_API_TOKEN": "x" * 24})
+        assert wrong.returncode == 1
+        assert "the daemon refused the request: set HEALTH_API_TOKEN" in wrong.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert proc.returncode == 0
+    # The daemon gone, the same history is read from the store itself.
+    assert history() == rows
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False

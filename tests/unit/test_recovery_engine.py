@@ -3,6 +3,7 @@ state across a restart, audit and metrics."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -11,7 +12,14 @@ from biomem.app import App
 from biomem.health.model import Status
 from biomem.health.monitor import HealthMonitor
 from biomem.metrics import build_registry
-from biomem.recovery import ActionContext, ActionPlan, ActionResult, RecoveryAudit, UnknownRuleError
+from biomem.recovery import (
+    ActionContext,
+    ActionPlan,
+    ActionResult,
+    RecoveryAudit,
+    RecoveryBusyError,
+    UnknownRuleError,
+)
 from biomem.resilience.clock import FakeClock
 from tests.support.recovery import (
     RecordingAction,
@@ -202,6 +210,89 @@ def test_state_survives_a_restart(
         third_app.close()
     finally:
         reopened.close()
+
+
+@pytest.mark.parametrize(
+    ("later_s", "expected"),
+    [
+        pytest.param(100, [("reset_postgres_pool", "skipped", "cooldown")], id="cooldown"),
+        pytest.param(
+            400,
+            [
+                ("escalate", "skipped", "dry_run"),
+                ("reset_postgres_pool", "skipped", "attempt_limit"),
+            ],
+            id="attempt-limit",
+        ),
+    ],
+)
+def test_a_dry_run_after_a_restart_skips_what_a_real_run_would(
+    monkeypatch: pytest.MonkeyPatch,
+    app: App,
+    clock: FakeClock,
+    later_s: float,
+    expected: list[tuple[str, str, str | None]],
+) -> None:
+    """A dry-run engine reads the saved cooldown and attempts (never writes them): no plan a
+    real run would skip is rendered."""
+    signals = ScriptedSignals()
+    r = rule(max_attempts=1, cooldown_seconds=300)
+    real = build_engine(app, signals, clock, [r])
+    signals.check(postgresql=U)
+    assert outcomes(real.tick()) == [("reset_postgres_pool", "done", None)]
+    app.close()
+
+    reopened = make_app(monkeypatch, clock)
+    try:
+        saved = RecoveryAudit(reopened.store).load_states()
+        actions = recording_actions()
+        dry = build_engine(reopened, signals, clock, [r], actions=actions, dry_run=True)
+        assert dry.state("pg").incident_id == saved["pg"].incident_id
+        clock.advance(later_s)
+        assert outcomes(dry.tick()) == expected
+        assert all(not a.runs for a in actions.values())  # type: ignore[attr-defined]
+        assert RecoveryAudit(reopened.store).load_states() == saved
+    finally:
+        reopened.close()
+
+
+class _Blocking:
+    """A real action that holds its evaluation until the test lets it go."""
+
+    name = "reset_postgres_pool"
+
+    def __init__(self) -> None:
+        self.running, self.release = threading.Event(), threading.Event()
+
+    def plan(self, ctx: ActionContext) -> ActionPlan:
+        return ActionPlan(self.name, "pool", {})
+
+    def run(self, plan: ActionPlan, ctx: ActionContext) -> ActionResult:
+        self.running.set()
+        self.release.wait(10)
+        return ActionResult(True, "done at last")
+
+
+def test_a_manual_run_waits_only_so_long_for_an_evaluation_in_progress(
+    app: App, clock: FakeClock
+) -> None:
+    """While a tick acts, run_rule(wait_s=...) gives up with RecoveryBusyError; after, it runs."""
+    signals = ScriptedSignals()
+    blocking = _Blocking()
+    engine = build_engine(
+        app, signals, clock, [rule()], actions=recording_actions(reset_postgres_pool=blocking)
+    )
+    signals.check(postgresql=U)
+    tick = threading.Thread(target=engine.tick)
+    tick.start()
+    try:
+        assert blocking.running.wait(10)
+        with pytest.raises(RecoveryBusyError, match="busy"):
+            engine.run_rule("pg", wait_s=0.05)
+    finally:
+        blocking.release.set()
+        tick.join(10)
+    assert outcomes(engine.run_rule("pg", wait_s=5)) == [("reset_postgres_pool", "done", None)]
 
 
 def test_resolve_actions_run_when_the_incident_ends(app: App, clock: FakeClock) -> None:

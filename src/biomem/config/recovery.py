@@ -323,7 +323,12 @@ class RecoveryFileSettings(_Section):
     ollama_restart_command: list[str] = Field(
         default=[], description='an argv list run without a shell, e.g. ["systemctl", "restart"]'
     )
-    command_timeout_seconds: float = Field(default=60, gt=0, le=3600, description="0 to 3600")
+    command_timeout_seconds: float = Field(
+        default=60,
+        gt=0,
+        le=3600,
+        description="a command's deadline, 0 to 3600 s: running longer, it is a stuck worker",
+    )
     worker_grace_seconds: float = Field(
         default=10, gt=0, le=600, description="SIGTERM to SIGKILL, seconds up to 600"
     )

@@ -2,7 +2,9 @@
 
 See :mod:`biomem.recovery.engine` for the loop, :mod:`biomem.recovery.rules`
 for the triggers, :mod:`biomem.recovery.decisions` for the pure decisions,
-:mod:`biomem.recovery.actions` for the action protocol, and
+:mod:`biomem.recovery.actions` for the action protocol,
+:mod:`biomem.recovery.processes` for the commands biomem starts,
+:mod:`biomem.recovery.routes` for the daemon's HTTP routes, and
 :mod:`biomem.config.recovery` for the rules' configuration and defaults.
 """
 
@@ -21,7 +23,7 @@ from biomem.recovery.actions import (
 )
 from biomem.recovery.audit import AuditRecord, PersistedState, RecoveryAudit
 from biomem.recovery.decisions import RuleState, Verdict
-from biomem.recovery.engine import RecoveryEngine, UnknownRuleError
+from biomem.recovery.engine import RecoveryBusyError, RecoveryEngine, UnknownRuleError
 from biomem.recovery.processes import (
     CommandResult,
     ProcessRegistry,
@@ -39,7 +41,13 @@ from biomem.recovery.rules import (
     evaluate,
 )
 from biomem.recovery.runner import ActionRunner
-from biomem.recovery.service import QuietSignals, RecoveryService, escalator_for, manual_engine
+from biomem.recovery.service import (
+    QuietSignals,
+    RecoveryService,
+    escalator_for,
+    manual_engine,
+    rules_document,
+)
 from biomem.recovery.signals import LiveSignals, SignalSource
 
 __all__ = [
@@ -61,6 +69,7 @@ __all__ = [
     "ProcessRegistry",
     "QuietSignals",
     "RecoveryAudit",
+    "RecoveryBusyError",
     "RecoveryEngine",
     "RecoveryService",
     "RuleState",
@@ -78,4 +87,5 @@ __all__ = [
     "evaluate",
     "manual_engine",
     "own_temp_dir",
+    "rules_document",
 ]

@@ -6,7 +6,9 @@ arguments — or raises :class:`ActionUnavailable` (no PostgreSQL configured,
 no restart command, no scheduler in this process). A dry run stops there
 and records the plan. :meth:`Action.run` then does it and reports what it
 did; an action that fails raises (a biomem error or an ``OSError``) or
-returns ``ok=False``, and the engine records it as failed.
+returns ``ok=False``, and the engine records it as failed. An action that
+starts a command does not wait for it: the engine is never held up by a
+process it started (see :mod:`biomem.recovery.processes`).
 
 The actions themselves live in three modules by what they touch: the data
 stores and dead letters, the process's own resources, and the stages.
@@ -60,11 +62,17 @@ class ActionPlan:
 
 @dataclass(frozen=True, slots=True)
 class ActionResult:
-    """What an action did."""
+    """What an action did.
+
+    ``command`` is the pid of a process the action started through the
+    registry and left running (the restart command): the action is audited as
+    ``started``, and the command's end as ``done`` or ``failed`` once it is seen.
+    """
 
     ok: bool
     summary: str
     detail: Mapping[str, Any] = field(default_factory=dict)
+    command: int | None = None
 
 
 class Escalator(Protocol):

@@ -56,7 +56,7 @@ class AuditRecord:
     rule: str
     component: str
     action: str
-    outcome: str  # done, failed, skipped
+    outcome: str  # done, failed, skipped; started: a command left running (its end follows)
     phase: str  # act, escalate, resolve, manual
     reason: str | None = None  # for skipped: cooldown, attempt_limit, guard, dry_run, ...
     target: str | None = None

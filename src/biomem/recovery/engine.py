@@ -14,9 +14,15 @@ Each evaluation (every ``[recovery] interval_seconds``, with jitter) takes one
 5. audits every decision, counts it for the metrics, and persists the rule's
    state (attempts, cooldown, incident) so a restart does not reset them.
 
-In a dry run (RECOVERY_DRY_RUN) the engine decides exactly as it would, keeps
-its state in memory only and records each action's plan with reason
-``dry_run``: nothing is done and nothing of the real state changes.
+After the rules, the ends of commands that actions started (the Ollama
+restart) and that have ended since are audited: no action waits for a
+command, so the engine never holds its lock while one runs.
+
+In a dry run (RECOVERY_DRY_RUN) the engine decides exactly as a real run
+would: it starts from the saved state (attempts, cooldowns, incidents — read,
+never written), so after a restart it skips what a real run would skip,
+keeps what it decides in memory only, and records each action's plan with
+reason ``dry_run``: nothing is done and nothing of the real state changes.
 """
 
 from __future__ import annotations
@@ -53,14 +59,14 @@ from biomem.recovery.rules import Fired, Observation, TriggerResult, evaluate
 from biomem.recovery.runner import ActionRunner
 from biomem.recovery.signals import SignalSource
 from biomem.resilience.clock import Clock
-from biomem.resilience.errors import InputError
+from biomem.resilience.errors import BiomemError, InputError
 
 if TYPE_CHECKING:
     from biomem.app import App
     from biomem.config.tree import RecoverySettings
     from biomem.orchestrator import Orchestrator
 
-__all__ = ["RecoveryEngine", "UnknownRuleError"]
+__all__ = ["RecoveryBusyError", "RecoveryEngine", "UnknownRuleError"]
 
 log = get_logger(__name__)
 
@@ -69,7 +75,17 @@ class UnknownRuleError(InputError):
     """``biomem recovery run`` was given a rule name that does not exist."""
 
     def __init__(self, name: str, known: Sequence[str]) -> None:
+        self.name = name
+        self.known = tuple(known)
         super().__init__(f"no recovery rule {name!r}; known: {', '.join(known)}")
+
+
+class RecoveryBusyError(BiomemError):
+    """A manual run waited ``wait_s`` for the evaluation in progress, in vain."""
+
+    def __init__(self, wait_s: float) -> None:
+        self.wait_s = wait_s
+        super().__init__(f"recovery is busy with an evaluation (waited {wait_s:g} s); try again")
 
 
 def _utc_now() -> datetime:
@@ -92,6 +108,9 @@ class RecoveryEngine:
         rng: draws the cooldown jitter.
         dry_run / enabled: the switches (default: RECOVERY_DRY_RUN and
             AUTOMATED_RECOVERY_ENABLED).
+        wait_for_commands: a one-off process (``biomem recovery run`` without a
+            daemon): wait for the commands a manual run starts, ending those
+            past their deadline, since nobody would collect them after it exits.
     """
 
     def __init__(
@@ -111,6 +130,7 @@ class RecoveryEngine:
         log_file: LogFile | None = None,
         dry_run: bool | None = None,
         enabled: bool | None = None,
+        wait_for_commands: bool = False,
     ) -> None:
         self._app = app
         self.settings: RecoverySettings = app.settings.recovery
@@ -122,6 +142,7 @@ class RecoveryEngine:
         self._rng = rng if rng is not None else random.Random()  # noqa: S311 - jitter
         self.dry_run = self.settings.dry_run if dry_run is None else dry_run
         self.enabled = self.settings.enabled if enabled is None else enabled
+        self._wait_for_commands = wait_for_commands
         self._lock = threading.RLock()
         self._runner = ActionRunner(
             app=app,
@@ -145,8 +166,8 @@ class RecoveryEngine:
     # ----------------------------------------------------------------- state
 
     def _load_states(self) -> None:
-        if self.dry_run:
-            return  # a dry run starts from nothing and never writes: the real state is untouched
+        # A dry run reads the saved state too (it would otherwise render actions a
+        # real run skips for cooldown or attempts); it never writes it (_finish).
         try:
             stored = self._audit.load_states()
         except Exception as exc:  # noqa: BLE001 - the store may be failing: start afresh
@@ -179,30 +200,42 @@ class RecoveryEngine:
     def _state(self, rule: str) -> RuleState:
         return self._states.setdefault(rule, RuleState())
 
-    def _persist(self) -> None:
+    def _as_saved(self, names: Sequence[str]) -> dict[str, PersistedState]:
         # Both clocks read together: actions may have taken a while since the tick began.
         now, wall = self._clock.monotonic(), self._wall().timestamp()
 
         def epoch(t: float) -> float:
             return wall + (t - now)
 
-        for name in sorted(self._dirty):
+        out = {}
+        for name in names:
             s = self._states[name]
-            self._audit.save_state(
-                name,
-                PersistedState(
-                    attempts=tuple(epoch(t) for t in s.attempts),
-                    cooldown_until=None
-                    if math.isinf(s.cooldown_until)
-                    else epoch(s.cooldown_until),
-                    incident_id=s.incident_id,
-                    incident_started=None
-                    if s.incident_started is None
-                    else epoch(s.incident_started),
-                    escalated=s.escalated,
-                    acted=s.acted,
-                ),
+            out[name] = PersistedState(
+                attempts=tuple(epoch(t) for t in s.attempts),
+                cooldown_until=None if math.isinf(s.cooldown_until) else epoch(s.cooldown_until),
+                incident_id=s.incident_id,
+                incident_started=None if s.incident_started is None else epoch(s.incident_started),
+                escalated=s.escalated,
+                acted=s.acted,
             )
+        return out
+
+    def saved_states(self, *, wait_s: float | None = None) -> dict[str, PersistedState]:
+        """Every rule's state as it is persisted (wall-clock epoch seconds).
+
+        Raises:
+            RecoveryBusyError: an evaluation in progress outlasted ``wait_s``.
+        """
+        if not self._lock.acquire(timeout=-1 if wait_s is None else max(0.0, wait_s)):
+            raise RecoveryBusyError(wait_s or 0.0)
+        try:
+            return self._as_saved(sorted(self._states))
+        finally:
+            self._lock.release()
+
+    def _persist(self) -> None:
+        for name, saved in self._as_saved(sorted(self._dirty)).items():
+            self._audit.save_state(name, saved)
         self._dirty.clear()
 
     # ----------------------------------------------------------------- evaluation
@@ -224,8 +257,16 @@ class RecoveryEngine:
                         log.exception("recovery_rule_crashed", rule=rule.name)
             except Exception:  # the loop never dies: log whole and go on
                 log.exception("recovery_tick_crashed")
+            records += self._commands_ended()
             self._finish()
             return records
+
+    def _commands_ended(self) -> list[AuditRecord]:
+        try:
+            return self._runner.collect()
+        except Exception:  # the audit of a command's end must not stop the loop
+            log.exception("recovery_commands_uncollected")
+            return []
 
     def _finish(self) -> None:
         try:
@@ -312,16 +353,29 @@ class RecoveryEngine:
 
     # ----------------------------------------------------------------- manual runs
 
-    def run_rule(self, name: str, *, dry_run: bool | None = None) -> list[AuditRecord]:
+    def run_rule(
+        self, name: str, *, dry_run: bool | None = None, wait_s: float | None = None
+    ) -> list[AuditRecord]:
         """Run a rule's actions now, whatever its trigger, cooldown and attempts say.
 
         An operator's run: audited (phase ``manual``), not counted as an attempt.
-        A disabled rule is skipped. Raises :class:`UnknownRuleError`.
+        A disabled rule is skipped. A command an action starts is not waited
+        for (its end is audited when seen) unless ``wait_for_commands``.
+
+        Args:
+            wait_s: how long to wait for an evaluation in progress (None: as long
+                as it takes).
+
+        Raises:
+            UnknownRuleError: no rule has this name.
+            RecoveryBusyError: the evaluation in progress outlasted ``wait_s``.
         """
         rule = next((r for r in self.rules if r.name == name), None)
         if rule is None:
             raise UnknownRuleError(name, [r.name for r in self.rules])
-        with self._lock:
+        if not self._lock.acquire(timeout=-1 if wait_s is None else max(0.0, wait_s)):
+            raise RecoveryBusyError(wait_s or 0.0)
+        try:
             now = self._clock.monotonic()
             obs = self._signals.observe(now)
             found = evaluate(rule, obs)
@@ -344,7 +398,20 @@ class RecoveryEngine:
                 records = self._runner.run(
                     rule, rule.actions, "manual", obs, result, None, dry_run=dry_run
                 )
+            if self._wait_for_commands:
+                records += self._runner.finish()
+            else:
+                records += self._commands_ended()
             self._audit.flush()
+            return records
+        finally:
+            self._lock.release()
+
+    def collect_commands(self) -> list[AuditRecord]:
+        """Audit the ends of the commands that actions started and that have ended since."""
+        with self._lock:
+            records = self._commands_ended()
+            self._finish()
             return records
 
     # ----------------------------------------------------------------- surfaces

@@ -8,8 +8,11 @@
 * ``rotate_logs`` — the BIOMEM_LOG_FILE rotated, ``log_keep`` old files kept.
 * ``collect_garbage`` — ``gc.collect()`` and, on glibc, ``malloc_trim(0)``
   (free heap pages go back to the system); reports the resident memory freed.
-* ``restart_ollama`` — the configured argv run without a shell, under a
-  timeout, through the process registry; unavailable when none is configured.
+* ``restart_ollama`` — the configured argv started without a shell through
+  the process registry, with ``command_timeout_seconds`` as its deadline; the
+  engine goes on at once and records the command's end when it sees it. Past
+  its deadline the command is a stuck worker. Unavailable when none is
+  configured, or while the previous restart still runs.
 * ``terminate_stuck_workers`` — processes biomem started that run past their
   deadline: SIGTERM, a grace period, SIGKILL; never any other process.
 * ``escalate`` — a critical alert through the escalator.
@@ -212,32 +215,28 @@ class RestartOllama:
             raise ActionUnavailable(
                 "no restart command configured ([recovery] ollama_restart_command)"
             )
+        # One restart at a time: a second one would fight the first.
+        running = ctx.processes.workers(self.name)
+        if running:
+            raise ActionUnavailable(f"the last restart command (pid {running[0].pid}) still runs")
         return ActionPlan(
             self.name,
             "ollama",
-            {"argv": argv, "timeout_s": ctx.settings.command_timeout_seconds},
+            {"argv": argv, "deadline_s": ctx.settings.command_timeout_seconds},
         )
 
     def run(self, plan: ActionPlan, ctx: ActionContext) -> ActionResult:
-        result = ctx.processes.run(
-            list(plan.arguments["argv"]),
-            purpose="restart_ollama",
-            timeout_s=float(plan.arguments["timeout_s"]),
-            grace_s=ctx.settings.worker_grace_seconds,
+        deadline_s = float(plan.arguments["deadline_s"])
+        # Started, not waited for: the engine (and every other rule) goes on while
+        # it runs; past its deadline the workers_stuck rule ends it.
+        worker = ctx.processes.spawn(
+            list(plan.arguments["argv"]), purpose=self.name, deadline_s=deadline_s
         )
-        detail = {
-            "pid": result.pid,
-            "exit_code": result.returncode,
-            "timed_out": result.timed_out,
-            "seconds": result.seconds,
-            "output": result.output[-500:],
-        }
-        if result.timed_out:
-            return ActionResult(False, f"timed out after {result.seconds:g} s; terminated", detail)
         return ActionResult(
-            result.returncode == 0,
-            f"command exited {result.returncode} after {result.seconds:g} s",
-            detail,
+            True,
+            f"command started (pid {worker.pid}); stuck if still running after {deadline_s:g} s",
+            {"pid": worker.pid, "deadline_s": deadline_s},
+            command=worker.pid,
         )
 
 

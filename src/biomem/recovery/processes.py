@@ -1,22 +1,25 @@
 """The processes biomem itself starts, and the only ones recovery may ever signal.
 
-Every command recovery runs (the configured Ollama restart command, any
-worker) is started here: an argv list, never a shell, its output spooled to
-a file of biomem's own temporary directory, its pid recorded together with
-the process's start time (psutil ``create_time``). Terminating checks both,
-and goes through the ``Popen`` object that has not reaped the child yet, so
-a pid the kernel has meanwhile given to another process is never signalled:
-anything not in this registry is refused. Termination is SIGTERM, a grace
-period, then SIGKILL.
+Every command biomem runs (the configured Ollama restart command, any
+worker) is started here with :meth:`ProcessRegistry.spawn`: an argv list,
+never a shell, its output spooled to a file of biomem's own temporary
+directory, its pid recorded together with the process's start time (psutil
+``create_time``) and a deadline. Nobody waits for it: the caller goes on,
+and the command's end is collected later with :meth:`ProcessRegistry.reap`
+(exit code, how long, the tail of its output). One still running past its
+deadline is *stuck* — the decision takes ``now`` (clock seconds) and so is
+tested on a fake clock — and the ``workers_stuck`` rule terminates it.
 
-A worker is *stuck* when it still runs past the deadline given when it was
-started; the decision takes ``now`` (clock seconds) and so is tested on a
-fake clock.
+Terminating checks the pid and the start time, and goes through the
+``Popen`` object that has not reaped the child yet, so a pid the kernel has
+meanwhile given to another process is never signalled: anything not in this
+registry is refused. Termination is SIGTERM, a grace period, then SIGKILL.
 """
 
 from __future__ import annotations
 
 import contextlib
+import signal
 import subprocess
 import threading
 import time
@@ -76,14 +79,18 @@ class TerminateReport:
 
 @dataclass(frozen=True, slots=True)
 class CommandResult:
-    """How one command run ended."""
+    """How one process biomem started ended."""
 
-    pid: int
-    returncode: int | None  # None when it had to be terminated
-    timed_out: bool
-    seconds: float
+    info: WorkerInfo
+    returncode: int  # negative: the signal that ended it
+    overdue: bool  # it still ran when its deadline had passed
+    ended_by: str | None  # SIGTERM or SIGKILL when biomem ended it, else None
+    seconds: float  # from its start until its end was seen
     output: str  # the tail of its standard output and error, redacted
-    terminated: TerminateReport | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.info.pid
 
 
 @dataclass(slots=True)
@@ -91,12 +98,15 @@ class _Entry:
     info: WorkerInfo
     popen: subprocess.Popen[bytes]
     output: Path
-    handle: IO[bytes] | None = field(default=None)
-    detached: bool = True  # spawn(): reaped by workers(); run(): by run() itself
+    handle: IO[bytes] | None
+    started_s: float  # time.monotonic(): how long it ran, in real seconds
+    ended_s: float | None = field(default=None)  # when its end was first seen
+    overdue: bool = False
+    ended_by: str | None = None
 
 
 class ProcessRegistry:
-    """Starts commands and remembers them; signals nothing else.
+    """Starts commands and remembers them until their end is collected; signals nothing else.
 
     Args:
         temp_dir: where command output is spooled (biomem's own temporary files).
@@ -106,21 +116,20 @@ class ProcessRegistry:
     def __init__(self, *, temp_dir: Path, clock: Clock = SYSTEM_CLOCK) -> None:
         self.temp_dir = temp_dir
         self._clock = clock
-        self._lock = threading.Lock()
+        # Held around every poll() and signal: the only reaper of a child is its
+        # Popen, so a pid seen running under this lock is still ours to signal.
+        self._lock = threading.RLock()
         self._entries: dict[int, _Entry] = {}
 
     def spawn(self, argv: Sequence[str], *, purpose: str, deadline_s: float) -> WorkerInfo:
         """Start ``argv`` (no shell) and record it; it counts as stuck after ``deadline_s``.
 
+        Returns at once: the end is collected by :meth:`reap`.
+
         Raises:
             ValueError: ``argv`` is empty.
             OSError: the program cannot be started (not found, not executable).
         """
-        return self._spawn(argv, purpose=purpose, deadline_s=deadline_s, detached=True)
-
-    def _spawn(
-        self, argv: Sequence[str], *, purpose: str, deadline_s: float, detached: bool
-    ) -> WorkerInfo:
         args = [str(a) for a in argv]
         if not args or not args[0]:
             raise ValueError("a command needs at least a program")
@@ -148,46 +157,85 @@ class ProcessRegistry:
         now = self._clock.monotonic()
         info = WorkerInfo(popen.pid, purpose, args[0], now, now + deadline_s, create_time)
         with self._lock:
-            self._entries[popen.pid] = _Entry(info, popen, output, handle, detached)
-        log.info("process_started", pid=popen.pid, purpose=purpose, program=args[0])
+            self._entries[popen.pid] = _Entry(info, popen, output, handle, time.monotonic())
+        log.info(
+            "process_started",
+            pid=popen.pid,
+            purpose=purpose,
+            program=args[0],
+            deadline_s=deadline_s,
+        )
         return info
 
-    def run(
-        self, argv: Sequence[str], *, purpose: str, timeout_s: float, grace_s: float = 5.0
-    ) -> CommandResult:
-        """Run ``argv`` to its end, at most ``timeout_s``; terminated past it.
-
-        Raises:
-            ValueError, OSError: as :meth:`spawn`.
-        """
-        started = time.monotonic()
-        info = self._spawn(argv, purpose=purpose, deadline_s=timeout_s, detached=False)
-        entry = self._entries[info.pid]
-        report: TerminateReport | None = None
-        timed_out = False
-        try:
-            entry.popen.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            report = self.terminate([info.pid], grace_s=grace_s)
-        output = self._finish(info.pid)
-        return CommandResult(
-            pid=info.pid,
-            returncode=None if timed_out else entry.popen.returncode,
-            timed_out=timed_out,
-            seconds=round(time.monotonic() - started, 3),
-            output=output,
-            terminated=report,
-        )
-
-    def _finish(self, pid: int) -> str:
-        """Forget an ended process; return the tail of its output and delete the spool file."""
+    def _running(self, entry: _Entry) -> bool:
+        """Poll ``entry`` (reaping it when it ended); note when its end was first seen."""
         with self._lock:
-            entry = self._entries.pop(pid, None)
+            if entry.popen.poll() is None:
+                return True
+            if entry.ended_s is None:
+                entry.ended_s = time.monotonic()
+                entry.overdue = entry.overdue or self._clock.monotonic() > entry.info.deadline
+            return False
+
+    def _snapshot(self) -> list[_Entry]:
+        with self._lock:
+            return list(self._entries.values())
+
+    def workers(self, purpose: str | None = None) -> list[WorkerInfo]:
+        """The processes started (of ``purpose``, or all) that are still running."""
+        return [
+            e.info
+            for e in self._snapshot()
+            if (purpose is None or e.info.purpose == purpose) and self._running(e)
+        ]
+
+    def stuck(self, now: float) -> list[WorkerInfo]:
+        """The processes still running past their deadline at ``now`` (clock seconds)."""
+        stuck = []
+        for entry in self._snapshot():
+            if now > entry.info.deadline and self._running(entry):
+                entry.overdue = True
+                stuck.append(entry.info)
+        return stuck
+
+    def wait(self, pid: int, timeout_s: float) -> bool:
+        """Wait at most ``timeout_s`` (real seconds) for ``pid`` to end; True when it has."""
+        with self._lock:
+            entry = self._entries.get(pid)
         if entry is None:
-            return ""
+            return True
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            entry.popen.wait(timeout=max(0.0, timeout_s))
+        return not self._running(entry)
+
+    def reap(self) -> list[CommandResult]:
+        """How the processes that ended since the last call ended; they are forgotten here."""
+        results = []
+        for entry in self._snapshot():
+            if self._running(entry):
+                continue
+            with self._lock:
+                if self._entries.pop(entry.info.pid, None) is None:
+                    continue  # another caller collected it
+            ended = entry.ended_s if entry.ended_s is not None else time.monotonic()
+            results.append(
+                CommandResult(
+                    info=entry.info,
+                    returncode=int(entry.popen.returncode),
+                    overdue=entry.overdue,
+                    ended_by=entry.ended_by,
+                    seconds=round(ended - entry.started_s, 3),
+                    output=self._finish(entry),
+                )
+            )
+        return results
+
+    @staticmethod
+    def _finish(entry: _Entry) -> str:
+        """The tail of an ended process's output; its spool file is deleted."""
         if entry.handle is not None:
             entry.handle.close()
+            entry.handle = None
         try:
             data = entry.output.read_bytes()[-_OUTPUT_TAIL_CHARS * 4 :]
         except OSError:
@@ -195,21 +243,14 @@ class ProcessRegistry:
         entry.output.unlink(missing_ok=True)
         return redact_text(data.decode("utf-8", "replace")[-_OUTPUT_TAIL_CHARS:])
 
-    def workers(self) -> list[WorkerInfo]:
-        """The processes started and not yet known to have ended (ended ones are reaped)."""
+    def _signal(self, entry: _Entry, sig: signal.Signals) -> bool:
+        """Send ``sig`` if ``entry`` still runs as the process we started; True when sent."""
         with self._lock:
-            entries = list(self._entries.values())
-        running = []
-        for entry in entries:
-            if entry.popen.poll() is None:
-                running.append(entry.info)
-            elif entry.detached:  # run() reaps its own
-                self._finish(entry.info.pid)
-        return running
-
-    def stuck(self, now: float) -> list[WorkerInfo]:
-        """The processes still running past their deadline at ``now`` (clock seconds)."""
-        return [w for w in self.workers() if now > w.deadline]
+            if not self._running(entry) or not self._same_process(entry):
+                return False
+            entry.popen.send_signal(sig)
+            entry.ended_by = sig.name
+            return True
 
     def terminate(self, pids: Sequence[int], *, grace_s: float) -> TerminateReport:
         """SIGTERM the given processes biomem started, SIGKILL those alive after ``grace_s``.
@@ -227,25 +268,25 @@ class ProcessRegistry:
                 entry = self._entries.get(pid)
             if entry is None:
                 refused.append(pid)
-                continue
-            if entry.popen.poll() is not None:  # reaped now: its pid is free, never signal it
+            elif not self._running(entry):  # reaped now: its pid is free, never signal it
                 ended.append(pid)
-                continue
-            if not self._same_process(entry):
+            elif self._signal(entry, signal.SIGTERM):
+                signalled.append(entry)
+            else:
                 refused.append(pid)
-                continue
-            entry.popen.terminate()
-            signalled.append(entry)
         deadline = time.monotonic() + grace_s
         for entry in signalled:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 entry.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+            if not self._running(entry):
                 terminated.append(entry.info.pid)
-            except subprocess.TimeoutExpired:
-                entry.popen.kill()
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    entry.popen.wait(timeout=5.0)
-                killed.append(entry.info.pid)
+                continue
+            if not self._signal(entry, signal.SIGKILL):  # it ended just now, after all
+                terminated.append(entry.info.pid)
+                continue
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                entry.popen.wait(timeout=5.0)
+            killed.append(entry.info.pid)
         if signalled:
             log.warning("processes_terminated", terminated=terminated, killed=killed)
         return TerminateReport(tuple(terminated), tuple(killed), tuple(ended), tuple(refused))
@@ -258,11 +299,13 @@ class ProcessRegistry:
             return False
 
     def close(self, *, grace_s: float = 5.0) -> None:
-        """Terminate whatever is still running (the daemon is stopping) and clean up."""
+        """Terminate whatever still runs (the daemon is stopping); collect and forget it all."""
         running = [w.pid for w in self.workers()]
         if running:
             self.terminate(running, grace_s=grace_s)
+        self.reap()
         with self._lock:
-            pids = list(self._entries)
-        for pid in pids:
-            self._finish(pid)
+            left = list(self._entries.values())
+            self._entries.clear()
+        for entry in left:  # could not be ended even by SIGKILL: keep no file open for it
+            self._finish(entry)

@@ -6,6 +6,14 @@ the reason (``unavailable``, ``dry_run``) — and one count of
 is recorded as failed with its error and the next action still runs: a
 rule's actions are independent steps (a checkpoint that fails does not stop
 the reopen that may fix it).
+
+An action that starts a command (the Ollama restart) is recorded as
+``started`` and the runner remembers the command; :meth:`ActionRunner.collect`
+records its end — done when it exited 0 by itself, failed otherwise (a
+non-zero exit, or ended by the ``workers_stuck`` rule past its deadline) —
+under the same rule, phase and incident. :meth:`ActionRunner.finish` waits
+for those ends instead, for a one-off process that must not leave a command
+behind.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +31,7 @@ from biomem.logfile import LogFile
 from biomem.logging import get_logger
 from biomem.recovery.actions import Action, ActionContext, ActionUnavailable, Escalator
 from biomem.recovery.audit import AuditRecord, RecoveryAudit
-from biomem.recovery.processes import ProcessRegistry
+from biomem.recovery.processes import CommandResult, ProcessRegistry
 from biomem.recovery.rules import Observation, TriggerResult
 from biomem.resilience.clock import Clock
 
@@ -34,6 +43,29 @@ if TYPE_CHECKING:
 __all__ = ["ActionRunner"]
 
 log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Started:
+    """A command an action started: whose end is recorded, and under what."""
+
+    rule: RecoveryRule
+    action: str
+    phase: str
+    trigger: TriggerResult
+    incident: str | None
+    base: Mapping[str, Any]  # target and arguments of the plan
+
+
+def _ended(result: CommandResult) -> tuple[bool, str]:
+    """Whether the command succeeded, and its end in words."""
+    took = f"after {result.seconds:g} s"
+    if result.ended_by is not None:
+        deadline = result.info.deadline - result.info.started
+        return False, f"ran past its {deadline:g} s deadline; ended by {result.ended_by} {took}"
+    if result.returncode < 0:
+        return False, f"command ended by signal {-result.returncode} {took}"
+    return result.returncode == 0, f"command exited {result.returncode} {took}"
 
 
 class ActionRunner:
@@ -71,6 +103,7 @@ class ActionRunner:
         self.dry_run = dry_run
         self._counts_lock = threading.Lock()
         self._counts: Counter[tuple[str, str, str]] = Counter()
+        self._commands: dict[int, _Started] = {}  # by pid; touched under the engine's lock
 
     def counts(self) -> dict[tuple[str, str, str], int]:
         """Decisions by (rule, action, result) since start."""
@@ -180,10 +213,16 @@ class ActionRunner:
                 duration_ms=(time.perf_counter() - started) * 1000,
                 **base,
             )
+        outcome = "done" if done.ok else "failed"
+        if done.command is not None:
+            self._commands[done.command] = _Started(
+                rule, action.name, phase, result, incident, base
+            )
+            outcome = "started"
         return self.record(
             rule,
             action.name,
-            "done" if done.ok else "failed",
+            outcome,
             phase,
             result,
             incident,
@@ -192,6 +231,58 @@ class ActionRunner:
             duration_ms=(time.perf_counter() - started) * 1000,
             **base,
         )
+
+    # ----------------------------------------------------------------- commands
+
+    def collect(self) -> list[AuditRecord]:
+        """Record the end of every command an action started that has ended since."""
+        records = []
+        for ended in self._processes.reap():
+            started = self._commands.pop(ended.pid, None)
+            if started is None:
+                continue  # not started by an action (nothing waits for its end)
+            ok, summary = _ended(ended)
+            records.append(
+                self.record(
+                    started.rule,
+                    started.action,
+                    "done" if ok else "failed",
+                    started.phase,
+                    started.trigger,
+                    started.incident,
+                    summary=summary,
+                    detail={
+                        "pid": ended.pid,
+                        "exit_code": ended.returncode,
+                        "ended_by": ended.ended_by,
+                        "overdue": ended.overdue,
+                        "seconds": ended.seconds,
+                        "output": ended.output[-500:],
+                    },
+                    duration_ms=ended.seconds * 1000,
+                    **started.base,
+                )
+            )
+        return records
+
+    def finish(self) -> list[AuditRecord]:
+        """Wait for the commands started to end by their deadlines, end those that do not.
+
+        For a one-off process (``biomem recovery run`` without a daemon): when it
+        exits nobody else would collect them. Past its deadline a command is
+        terminated here, as the ``workers_stuck`` rule would (SIGTERM, then SIGKILL).
+        """
+        grace_s = self.settings.worker_grace_seconds
+        live = {w.pid: w for w in self._processes.workers()}
+        for pid in list(self._commands):
+            worker = live.get(pid)
+            if worker is None:
+                continue
+            # The deadline is on the engine's clock; the wait is real time.
+            remaining = worker.deadline - self._clock.monotonic()
+            if not self._processes.wait(pid, remaining):
+                self._processes.terminate([pid], grace_s=grace_s)
+        return self.collect()
 
     def record(
         self,
