@@ -187,32 +187,50 @@ def test_silence_suppresses_until_it_ends(store: DuckDBStore, receiver: WebhookS
 def test_receiver_down_then_up_delivers_everything_once_in_order(
     store: DuckDBStore, receiver: WebhookServer
 ) -> None:
-    """Two incidents while the receiver is stopped arrive once it is back: once each, in order."""
+    """Two incidents while the receiver is stopped (the same alert twice, and another alert
+    in the second) arrive once it is back: each notification once, as stored, in order."""
     rig = make_rig(store, ops(receiver))
     receiver.stop()
-    first = {"alertname": "CircuitOpen", "component": "postgresql", "severity": "error"}
-    second = {"alertname": "DeadLetterDead", "component": "postgresql", "severity": "error"}
-    for labels in (first, second):
-        rig.env.manager.fire(labels)
+    breaker = {"alertname": "CircuitOpen", "component": "postgresql", "severity": "error"}
+    dead = {"alertname": "DeadLetterDead", "component": "postgresql", "severity": "error"}
+    for incident in (1, 2):
+        rig.env.manager.fire(breaker)
+        if incident == 2:
+            rig.env.manager.fire(dead)  # only a person resolves it
         rig.tick(10)
-        rig.deliver()
-        rig.env.manager.resolve(labels)
+        rig.deliver()  # refused: nothing listens
+        rig.env.manager.resolve(breaker)
         rig.tick(31)
         rig.deliver()
-    assert rig.env.outbox.counts()[NotificationStatus.PENDING] == 4
-    assert any(n.attempts > 0 for n in rig.env.outbox.list())
+    waiting = rig.env.outbox.list()
+    assert [n.status for n in waiting] == [NotificationStatus.PENDING] * 5
+    assert any(n.attempts > 0 for n in waiting)
+    assert receiver.attempts == []
     receiver.start()  # the same port again
     rig.drain()
     keys = [r.headers["idempotency-key"] for r in receiver.requests]
-    assert len(keys) == len(set(keys)) == 4
-    by_alert: dict[str, list[str]] = {}
+    assert len(keys) == len(set(keys)) == 5
+    stored = {n.id: n for n in rig.env.outbox.list()}
+    assert set(keys) == set(stored)
+    heard: dict[str, list[tuple[str, str]]] = {}
     for request in receiver.requests:
         assert_signed(rig, request)
-        name = request.payload["commonLabels"]["alertname"]
-        by_alert.setdefault(name, []).append(request.payload["status"])
-    assert by_alert == {
-        "CircuitOpen": ["firing", "resolved"],
-        "DeadLetterDead": ["firing", "resolved"],
+        note = stored[request.headers["idempotency-key"]]
+        assert request.body == note.payload.encode("utf-8")  # byte for byte as enqueued
+        assert note.status is NotificationStatus.DELIVERED
+        for alert in request.payload["alerts"]:
+            name = alert["labels"]["alertname"]
+            heard.setdefault(name, []).append((alert["status"], alert["startsAt"]))
+    first, second = heard["CircuitOpen"][0][1], heard["CircuitOpen"][2][1]
+    assert first < second
+    assert heard == {
+        "CircuitOpen": [
+            ("firing", first),
+            ("resolved", first),
+            ("firing", second),
+            ("resolved", second),
+        ],
+        "DeadLetterDead": [("firing", heard["DeadLetterDead"][0][1])],
     }
 
 

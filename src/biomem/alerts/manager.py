@@ -12,9 +12,10 @@ Life of an alert (times on the injected monotonic clock)::
 Alerts are grouped by ``group_by`` labels (``alertname``); when a group
 flushes (group_wait, group_interval, repeat_interval: see
 :mod:`biomem.alerts.grouping`) it goes out in one notification per receiver
-whose matchers accept its alerts, holding every firing alert of the group
-plus the settled resolved ones. Silenced alerts are left out while a
-silence lasts; silences are durable (:mod:`biomem.alerts.silences`).
+whose matchers accept its alerts and that has something new to hear, holding
+every firing alert of the group (settling ones as firing) plus the settled
+resolved ones. Silenced alerts are left out while a silence lasts; silences
+are durable (:mod:`biomem.alerts.silences`).
 
 Nothing here runs by itself: the daemon calls :meth:`AlertManager.tick`
 (every second, say) and a :class:`~biomem.alerts.webhook.WebhookDeliverer`
@@ -34,7 +35,7 @@ from typing import Any, Protocol, TypeVar
 
 import structlog
 
-from biomem.alerts.grouping import Alert, Group, Timing, describe, plan
+from biomem.alerts.grouping import Alert, Flush, Group, Timing, describe, plan
 from biomem.alerts.model import (
     AlertStatus,
     Receiver,
@@ -258,45 +259,55 @@ class AlertManager:
         self._silences.prune(wall)
         with self._lock:
             items: list[NewNotification] = []
-            flushed: list[tuple[Group, list[Alert], list[Alert]]] = []
+            flushed: list[tuple[Group, Flush, dict[str, frozenset[str]]]] = []
             for group in list(self._groups.values()):
                 members = [self._alerts[fp] for fp in group.fingerprints if fp in self._alerts]
-                planned = plan(group, members, now, self._timing, lambda a: self._silenced(a, wall))
-                if planned is not None:
-                    firing, settled = planned
-                    for alert in firing:
+                flush = plan(group, members, now, self._timing, lambda a: self._silenced(a, wall))
+                if flush is not None:
+                    for alert in flush.firing:
                         alert.owed = True  # before the write, which may fail
-                    items.extend(self._notifications(group, firing, settled))
-                    flushed.append((group, firing, settled))
+                    notes, told = self._notifications(group, flush)
+                    items.extend(notes)
+                    flushed.append((group, flush, told))
             if items:
                 self._outbox.enqueue(items, now=wall)
-            for group, firing, settled in flushed:
-                for alert in firing:
+            for group, flush, told in flushed:
+                for alert in flush.firing:
                     alert.notified = AlertStatus.FIRING
-                for alert in settled:
+                for alert in flush.settled:
                     alert.notified = AlertStatus.RESOLVED
                     self._forget(alert)
-                group.last_flush, group.pending_since = now, None
+                group.last_flush, group.pending_since, group.told = now, None, told
             self._enqueued += len(items)
             return len(items)
 
     def _notifications(
-        self, group: Group, firing: list[Alert], settled: list[Alert]
-    ) -> list[NewNotification]:
+        self, group: Group, flush: Flush
+    ) -> tuple[list[NewNotification], dict[str, frozenset[str]]]:
+        """One notification per receiver with something new to hear, and what each then knows
+        is firing. As in Alertmanager, an update that would re-list what a receiver was told
+        (another receiver's alert joined or resolved) is not sent to it."""
         out = []
+        told: dict[str, frozenset[str]] = {}
         for receiver in self._receivers:
             # Routing: each receiver hears only of the alerts its matchers accept.
-            alerts = [
-                a
-                for a in firing + (settled if receiver.send_resolved else [])
-                if receiver.accepts(a.labels)
+            firing = [(a, False) for a in flush.firing if receiver.accepts(a.labels)]
+            firing += [(a, True) for a in flush.settling if receiver.accepts(a.labels)]
+            settled = [
+                (a, False)
+                for a in flush.settled
+                if receiver.send_resolved and receiver.accepts(a.labels)
             ]
-            if not alerts:
+            now_firing = frozenset(a.fingerprint for a, _ in firing)
+            before = group.told.get(receiver.name, frozenset())
+            told[receiver.name] = now_firing
+            if not (now_firing - before or settled or (flush.repeat and firing)):
                 continue
+            alerts = firing + settled
             payload = build_payload(
                 receiver=receiver.name,
                 group_labels=group.labels,
-                alerts=[a.view() for a in alerts],
+                alerts=[a.view(as_firing=as_firing) for a, as_firing in alerts],
                 external_url=self._external_url,
             )
             out.append(
@@ -304,11 +315,11 @@ class AlertManager:
                     receiver=receiver.name,
                     group_key=group.key,
                     status_kind=payload["status"],
-                    fingerprints=tuple(a.fingerprint for a in alerts),
+                    fingerprints=tuple(a.fingerprint for a, _ in alerts),
                     payload=json.dumps(payload, separators=(",", ":"), ensure_ascii=False),
                 )
             )
-        return out
+        return out, told
 
     # ----------------------------------------------------------------- reading
 
