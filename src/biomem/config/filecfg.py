@@ -191,6 +191,10 @@ class ShortTermSettings(_Section):
     episode_gap_seconds: float = Field(default=1800, gt=0, description="seconds above 0")
     max_episode_size: int = Field(default=50, ge=2, le=1000, description="2 to 1000")
     batch_size: int = Field(default=64, ge=1, le=10_000, description="1 to 10000")
+    # Finished enrichments are committed together every commit_seconds, or as soon
+    # as commit_max of them wait: a kill loses at most that much work.
+    commit_seconds: float = Field(default=1.0, gt=0, le=600, description="seconds in (0, 600]")
+    commit_max: int = Field(default=4096, ge=1, le=100_000, description="1 to 100000")
 
 
 class ConsolidationSettings(_Section):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -52,6 +53,8 @@ class StageContext:
     postgres: PostgresClient | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     progress: Progress | None = None
+    # Monotonic seconds, for decisions that depend on elapsed time (when to commit).
+    clock: Callable[[], float] = time.monotonic
 
     def report(self, done: int, total: int) -> None:
         if self.progress is not None:

@@ -196,11 +196,16 @@ class ShortTermStage:
         A gather per batch left every slot idle while the slowest call of the
         batch finished and the batch was written; here up to twice the
         concurrency limit are in flight at all times (the policy's bulkhead
-        bounds the requests themselves) and finished ones are committed in
-        groups of ``batch_size``. What is in flight when the process dies was
-        not committed and is done again by the next run.
+        bounds the requests themselves) and finished ones are committed
+        together every ``commit_seconds`` (or once ``commit_max`` wait): a
+        commit costs ~20 ms whatever its size, so groups of 64 made the
+        fallback spend most of a large backlog committing, while a slow LLM
+        still commits every second. What is in flight, or finished but not yet
+        committed, when the process dies is done again by the next run.
         """
-        batch_size = ctx.settings.pipeline.short_term.batch_size
+        cfg = ctx.settings.pipeline.short_term
+        batch_size = cfg.batch_size
+        last_commit = ctx.clock()
         window = max(2 * ctx.settings.ollama.max_concurrency, 1)
         queue: list[_Todo] = []
         after = 0
@@ -243,8 +248,12 @@ class ShortTermStage:
                 if ctx.stop.is_set():
                     result.interrupted = True
                     break
-                if len(finished) >= batch_size:
+                if finished and (
+                    len(finished) >= cfg.commit_max
+                    or ctx.clock() - last_commit >= cfg.commit_seconds
+                ):
                     flush()
+                    last_commit = ctx.clock()
         finally:
             for task in running:
                 task.cancel()
