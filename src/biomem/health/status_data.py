@@ -68,6 +68,9 @@ class StatusSources:
     monitor: HealthMonitor
     app: App
     reader: BoundedReader
+    # Dead letters may be read from PostgreSQL: their own slots, so that a slow
+    # PostgreSQL never blanks the store's sections (None: the store's reader).
+    letters_reader: BoundedReader | None = None
     alerts: AlertsProvider | None = None
     recovery: RecoveryProvider | None = None
     wall_clock: Callable[[], datetime] = _utc_now
@@ -107,7 +110,10 @@ def gather_status(sources: StatusSources) -> dict[str, Any]:
     now = sources.wall_clock()
     snapshot = sources.monitor.snapshot()
     reader = sources.reader
-    letters, letters_error = _guarded(lambda: reader.call(lambda: _dead_letters(sources.app)))
+    letters_reader = sources.letters_reader or reader
+    letters, letters_error = _guarded(
+        lambda: letters_reader.call(lambda: _dead_letters(sources.app))
+    )
     stages, stages_error = _guarded(lambda: reader.call(lambda: _stages(sources.app, now)))
     chart, chart_error = _guarded(lambda: reader.call(lambda: chart_data(sources.app.store, now)))
     body = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -42,6 +43,10 @@ class StageContext:
         ollama: builds the Ollama client; None when no LLM is to be used.
         stop: set when the process is asked to stop; stages check it between
             batches and return at a batch boundary.
+        pipeline_lock: held around every run of the stages that only use DuckDB.
+            A stage run outside it (writeback, which PostgreSQL may keep waiting)
+            takes it just to read a consistent snapshot. Without an orchestrator
+            (a stage run directly) nothing runs alongside: a no-op.
     """
 
     store: DuckDBStore
@@ -52,6 +57,7 @@ class StageContext:
     postgres: PostgresClient | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     progress: Progress | None = None
+    pipeline_lock: AbstractContextManager[object] = field(default_factory=nullcontext)
 
     def report(self, done: int, total: int) -> None:
         if self.progress is not None:
