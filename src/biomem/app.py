@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from pydantic import SecretStr
+
 from biomem.clients.llm_cache import LLMCache
 from biomem.clients.postgres import PostgresClient
 from biomem.config import Settings
@@ -28,7 +30,7 @@ from biomem.resilience.deadletter import (
 )
 from biomem.store import DuckDBStore
 
-__all__ = ["DEAD_LETTER_SCHEMA", "App", "open_app"]
+__all__ = ["DEAD_LETTER_SCHEMA", "App", "open_app", "postgres_client"]
 
 #: The PostgreSQL schema of the shared dead-letter table.
 DEAD_LETTER_SCHEMA = "biomem"
@@ -66,6 +68,23 @@ class App:
         self.store.close()
 
 
+def postgres_client(url: SecretStr, settings: Settings, guards: Guards) -> PostgresClient:
+    """The PostgreSQL client as configured under ``[resilience.postgresql]``.
+
+    The pool holds as many connections as the policy's bulkhead admits calls.
+    """
+    cfg = settings.resilience.postgresql
+    return PostgresClient(
+        url,
+        max_size=cfg.max_connections,
+        connect_timeout_s=cfg.connect_timeout_seconds,
+        acquire_timeout_s=cfg.acquire_timeout_seconds,
+        statement_timeout_s=cfg.statement_timeout_seconds,
+        call_timeout_s=cfg.call_timeout_seconds,
+        policy=guards.postgresql,
+    )
+
+
 def open_app(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> App:
     """Open the store (migrated), the PostgreSQL client when configured, and the DLQ.
 
@@ -83,7 +102,7 @@ def open_app(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> App:
     )
     try:
         url = settings.postgres.url
-        postgres = PostgresClient(url, policy=guards.postgresql) if url is not None else None
+        postgres = postgres_client(url, settings, guards) if url is not None else None
         local = DuckDBDeadLetterStore(store)
         dlq_store: DeadLetterStore = local
         if postgres is not None:

@@ -126,6 +126,11 @@ def build_guards(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> Guards:
         postgresql=policy(
             "postgresql",
             PolicyConfig(
+                # One call per pooled connection; a caller waits for a slot as long as
+                # it would wait for a connection. Sync calls have no policy timeout:
+                # the client's own deadlines bound each wait for the server.
+                max_concurrent=cfg.postgresql.max_connections,
+                max_wait_s=cfg.postgresql.acquire_timeout_seconds,
                 breaker=_breaker(cfg.postgresql, _counts_for_postgres_or_duckdb),
                 retry=_retry(cfg.postgresql),
                 retry_budget_ratio=cfg.postgresql.retry_budget_ratio,

@@ -1,11 +1,22 @@
 """Scheduling of ingest and the stages, and one-off passes over them.
 
-Every job takes one lock for its whole run, so stage runs never interleave
-and each reads what the stages before it committed. Jobs never overlap
-themselves (``max_instances=1``), missed runs are coalesced into one, and a
-failing run is logged and recorded while the schedule goes on: a background
-loop never dies. On stop, the job in flight returns at its next batch
-boundary (LLM calls in flight are cancelled, nothing half-written commits).
+The stages that use DuckDB alone run under one pipeline lock, for the whole
+stage run, so they never interleave and each reads what the stages before it
+committed. Work that waits on PostgreSQL never holds that lock while it
+waits (DESIGN.md: PostgreSQL away pauses ingest and writeback, nothing else):
+
+* ingest fetches a batch holding only the ingest lock and takes the pipeline
+  lock to commit the batch with its watermark (one DuckDB transaction);
+* writeback reads its snapshot under the pipeline lock and sends it holding
+  only the writeback lock, so writebacks never overtake one another;
+* dead letters are written, and replayed, outside the pipeline lock.
+
+Locks are taken in one order: replay, then ingest or writeback, then the
+pipeline lock, never the reverse. Jobs never overlap themselves
+(``max_instances=1``), missed runs are coalesced into one, and a failing run
+is logged and recorded while the schedule goes on: a background loop never
+dies. On stop, the job in flight returns at its next batch boundary (LLM
+calls in flight are cancelled, nothing half-written commits).
 """
 
 from __future__ import annotations
@@ -14,7 +25,7 @@ import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,7 +39,13 @@ from biomem.config.filecfg import cron_trigger
 from biomem.ingest import IngestCounts, PostgresSource, ingest_postgres
 from biomem.logging import get_logger
 from biomem.pipeline.base import Progress, StageResult
-from biomem.pipeline.runner import STAGES, StageOutcome, run_stages
+from biomem.pipeline.runner import (
+    POSTGRES_STAGES,
+    STAGES,
+    StageOutcome,
+    resolve_stages,
+    run_stages,
+)
 from biomem.resilience.deadletter import ReplayReport
 from biomem.resilience.errors import BiomemError, DatabaseUnavailable
 from biomem.store import DuckDBStore
@@ -45,11 +62,21 @@ def run_postgres_ingest(
     settings: Settings,
     *,
     stop: threading.Event | None = None,
+    commit_lock: AbstractContextManager[object] | None = None,
 ) -> IngestCounts:
-    """One ingest pass from PostgreSQL, recorded in the runs table."""
+    """One ingest pass from PostgreSQL, recorded in the runs table.
+
+    ``commit_lock`` is held around each batch's commit (see :func:`ingest_postgres`).
+    """
     event = stop or threading.Event()
     with record_run(store, "ingest") as run:
-        counts = ingest_postgres(store, source, settings=settings.ingest, should_stop=event.is_set)
+        counts = ingest_postgres(
+            store,
+            source,
+            settings=settings.ingest,
+            should_stop=event.is_set,
+            commit_lock=commit_lock,
+        )
         run.counts = {"source": source.name, **counts.as_dict()}
         if event.is_set():
             run.status = RunStatus.INTERRUPTED
@@ -125,10 +152,17 @@ class Orchestrator:
         )
         self.stop_event = stop or threading.Event()
         self._clock = app.guards.clock
-        # Re-entrant: a replayed dead letter runs its operation inside the replay job.
+        # The pipeline: runs of the DuckDB-only stages, ingest's commits, writeback's
+        # snapshot. Nothing that waits on PostgreSQL is done holding it.
         self._lock = threading.RLock()
-        # Passes in progress (one at a time: they hold the lock), for recovery
-        # to find and cancel a stuck one.
+        # One ingest at a time (the watermark read at its start stays the latest),
+        # one writeback at a time (a later snapshot is never overwritten by an
+        # earlier one), one replay of the dead letters at a time.
+        self._ingest_lock = threading.Lock()
+        self._writeback_lock = threading.Lock()
+        self._replay_lock = threading.Lock()
+        # Passes in progress (an ingest or a writeback may run beside a stage),
+        # for recovery to find and cancel a stuck one.
         self._active: dict[int, ActiveRun] = {}
         self._active_lock = threading.Lock()
         self._pass_ids = itertools.count(1)
@@ -147,9 +181,15 @@ class Orchestrator:
     ) -> list[StageOutcome]:
         """Ingest (when PostgreSQL is configured) then run the stages in dependency order.
 
+        The same order as ever, one step after the other; only the locks differ:
+        the DuckDB-only stages run under the pipeline lock, ingest and the
+        PostgreSQL stages outside it (see the module's docstring).
         ``job`` names the scheduled job the pass belongs to (recovery reschedules it).
         """
-        with self._lock, self._tracked(job or "pass", stages) as active:
+        names = resolve_stages(stages)
+        local = [name for name in names if name not in POSTGRES_STAGES]
+        remote = [name for name in names if name in POSTGRES_STAGES]
+        with self._tracked(job or "pass", stages) as active:
 
             def started(name: str) -> Progress | None:
                 active.stage, active.stage_started = name, self._clock.monotonic()
@@ -158,24 +198,44 @@ class Orchestrator:
             outcomes: list[StageOutcome] = []
             if ingest and self._source is not None and not active.cancel.is_set():
                 started("ingest")
-                outcomes.append(self._ingest_outcome(active.cancel))
+                with self._ingest_lock:
+                    outcomes.append(self._ingest_outcome(active.cancel))
             moment = as_of or datetime.now(UTC)
-            outcomes += run_stages(
-                self._store,
-                self._settings,
-                stages,
-                as_of=moment,
-                ollama=self._ollama,
-                stop=active.cancel,
-                postgres=self._postgres,
-                progress_for=started,
-            )
-            for outcome in outcomes:
-                if outcome.stage == "writeback" and outcome.status == RunStatus.DEFERRED:
-                    reason = str(outcome.result.detail.get("postgres_unavailable", "unavailable"))
-                    self._dead_letter(
-                        "writeback", {}, DatabaseUnavailable("postgresql", reason), "writeback"
+            if local:  # an empty list would mean every stage to run_stages
+                with self._lock:
+                    outcomes += run_stages(
+                        self._store,
+                        self._settings,
+                        local,
+                        as_of=moment,
+                        ollama=self._ollama,
+                        stop=active.cancel,
+                        postgres=self._postgres,
+                        progress_for=started,
                     )
+            if remote:
+                with self._writeback_lock:
+                    sent = run_stages(
+                        self._store,
+                        self._settings,
+                        remote,
+                        as_of=moment,
+                        ollama=self._ollama,
+                        stop=active.cancel,
+                        postgres=self._postgres,
+                        progress_for=started,
+                        pipeline_lock=self._lock,
+                        earlier=outcomes,
+                    )
+                outcomes += sent
+                for outcome in sent:
+                    if outcome.stage == "writeback" and outcome.status == RunStatus.DEFERRED:
+                        reason = str(
+                            outcome.result.detail.get("postgres_unavailable", "unavailable")
+                        )
+                        self._dead_letter(
+                            "writeback", {}, DatabaseUnavailable("postgresql", reason), "writeback"
+                        )
             return outcomes
 
     def _dead_letter(
@@ -191,11 +251,17 @@ class Orchestrator:
 
     def _replay_ingest(self, payload: dict[str, Any]) -> None:
         assert self._source is not None, "no PostgreSQL source configured"
-        with self._lock:
-            run_postgres_ingest(self._store, self._source, self._settings, stop=self.stop_event)
+        with self._ingest_lock:
+            run_postgres_ingest(
+                self._store,
+                self._source,
+                self._settings,
+                stop=self.stop_event,
+                commit_lock=self._lock,
+            )
 
     def _replay_writeback(self, payload: dict[str, Any]) -> None:
-        with self._lock:
+        with self._writeback_lock:
             outcome = run_stages(
                 self._store,
                 self._settings,
@@ -204,6 +270,7 @@ class Orchestrator:
                 ollama=None,
                 stop=self.stop_event,
                 postgres=self._postgres,
+                pipeline_lock=self._lock,
             )[0]
         if outcome.status != RunStatus.SUCCEEDED:
             detail = outcome.error or str(outcome.result.detail.get("postgres_unavailable"))
@@ -212,14 +279,16 @@ class Orchestrator:
     def replay_dead_letters(self, *, wait_s: float = -1) -> ReplayReport | None:
         """Replay due dead letters whose dependency is healthy (the scheduled job).
 
-        None when stopping, or when a pass held the pipeline longer than ``wait_s``.
+        Not under the pipeline lock: the letters are mostly PostgreSQL's work,
+        which takes the locks it needs (ingest's, writeback's) itself.
+        None when stopping, or when another replay went on longer than ``wait_s``.
         """
-        if self.stop_event.is_set() or not self._lock.acquire(timeout=wait_s):
+        if self.stop_event.is_set() or not self._replay_lock.acquire(timeout=wait_s):
             return None
         try:
             report = self._app.dlq.replay_due(is_healthy=self._app.is_healthy)
         finally:
-            self._lock.release()
+            self._replay_lock.release()
         if report.selected:
             log.info(
                 "dead_letters_replayed",
@@ -239,10 +308,13 @@ class Orchestrator:
             log.error("dead_letter_replay_failed", error=str(exc))
 
     def _ingest_outcome(self, stop: threading.Event) -> StageOutcome:
+        """One ingest run; the caller holds the ingest lock."""
         assert self._source is not None
         started = time.perf_counter()
         try:
-            counts = run_postgres_ingest(self._store, self._source, self._settings, stop=stop)
+            counts = run_postgres_ingest(
+                self._store, self._source, self._settings, stop=stop, commit_lock=self._lock
+            )
         except BiomemError as exc:
             # Catch, log, continue: the next run resumes from the watermark.
             log.error("ingest_failed", source=self._source.name, error=str(exc))
@@ -308,8 +380,16 @@ class Orchestrator:
     def _ingest_job(self) -> None:
         if self.stop_event.is_set():
             return
-        with self._lock, self._tracked("ingest", ("ingest",), stage="ingest") as active:
-            self._ingest_outcome(active.cancel)
+        # An ingest already under way (a pass's, a replayed one) reads what this one
+        # would: skip rather than queue behind it (it may be waiting on PostgreSQL).
+        if not self._ingest_lock.acquire(blocking=False):
+            log.debug("ingest_skipped", reason="an ingest is already running")
+            return
+        try:
+            with self._tracked("ingest", ("ingest",), stage="ingest") as active:
+                self._ingest_outcome(active.cancel)
+        finally:
+            self._ingest_lock.release()
 
     def stop(self) -> None:
         """Ask the job in flight to stop at its next batch boundary and wait for it."""

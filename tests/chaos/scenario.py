@@ -64,6 +64,11 @@ BASE_CONFIG: dict[str, dict[str, Any]] = {
         "base_delay_seconds": 0.1,
         "max_delay_seconds": 0.5,
         "retry_timeout_seconds": 5.0,
+        # Deadlines in seconds, not a minute: a call into a partition gives up within the
+        # scenario (the statements here take milliseconds).
+        "connect_timeout_seconds": 2.0,
+        "statement_timeout_seconds": 10.0,
+        "call_timeout_seconds": 15.0,
     },
     "resilience.duckdb": {
         "open_seconds": 2.0,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -13,17 +15,26 @@ import pytest
 from biomem.app import App, open_app
 from biomem.config import load_settings
 from biomem.orchestrator import Orchestrator
+from biomem.pipeline.runner import StageOutcome
 from biomem.resilience.breaker import BreakerState
 from biomem.resilience.clock import FakeClock
 from biomem.resilience.deadletter import DeadLetterStatus
 from biomem.store.runs import RunStatus
 from tests.conftest import run_cli
 from tests.fakes.ollama import FakeOllama
+from tests.fakes.proxy import FaultProxy
 from tests.support.pgcluster import PgCluster
 
 pytestmark = pytest.mark.integration
 
 AS_OF = datetime(2026, 11, 16, tzinfo=UTC)
+
+
+def wait_until(condition: Callable[[], bool], *, what: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} within {timeout_s:g} s"
+        time.sleep(0.02)
 
 
 def memories_table(url: str, rows: int) -> None:
@@ -137,3 +148,78 @@ def test_ollama_outage_opens_the_breaker_and_falls_back_fast(
     fake_ollama.reset_faults()
     orchestrator.run_pass(["short_term"], as_of=AS_OF)
     assert fake_ollama.request_count() == before  # refused by the open breaker, no traffic
+
+
+def test_local_stages_run_while_postgres_is_partitioned(
+    pg_clean_url: str, monkeypatch: pytest.MonkeyPatch, app_on: list[App], tmp_path: object
+) -> None:
+    """While a partition keeps an ingest and a writeback waiting on PostgreSQL, a pass of the
+    DuckDB-only stages runs and finishes beside them; after the heal both complete."""
+    memories_table(pg_clean_url, 30)
+    parts = urlsplit(pg_clean_url)
+    assert parts.hostname is not None and parts.port is not None
+    proxy = FaultProxy(parts.hostname, parts.port).start()
+    try:
+        userinfo, _, _ = parts.netloc.rpartition("@")
+        netloc = f"{userinfo}@127.0.0.1:{proxy.port}" if userinfo else f"127.0.0.1:{proxy.port}"
+        config = f"{tmp_path}/biomem.toml"
+        with open(config, "w", encoding="utf-8") as handle:
+            # Deadlines far longer than the test: the PostgreSQL work stays waiting until the
+            # heal, so whatever waited behind it would still be waiting too.
+            handle.write(
+                "[resilience.postgresql]\nconnect_timeout_seconds = 300\n"
+                "statement_timeout_seconds = 300\ncall_timeout_seconds = 310\n"
+                "acquire_timeout_seconds = 300\n"
+            )
+        application = open_with(
+            monkeypatch,
+            app_on,
+            POSTGRES_DB_URL=urlunsplit(parts._replace(netloc=netloc)),
+            OLLAMA_URL="http://127.0.0.1:1",
+            BIOMEM_CONFIG_FILE=config,
+        )
+        orchestrator = Orchestrator(application, stop=threading.Event())
+        first = {o.stage: o for o in orchestrator.run_pass(as_of=AS_OF)}
+        assert first["ingest"].status == RunStatus.SUCCEEDED
+        assert first["writeback"].status == RunStatus.SUCCEEDED
+        memories_table(pg_clean_url, 60)  # 30 more for the ingest held by the partition
+        proxy.blackhole()
+        remote: dict[str, list[object]] = {"ingest": [], "writeback": []}
+        waiting = [
+            threading.Thread(
+                target=lambda: remote["ingest"].append(orchestrator.run_pass(["writeback"])),
+                daemon=True,
+            ),
+            threading.Thread(
+                target=lambda: remote["writeback"].append(
+                    orchestrator.run_pass(["writeback"], ingest=False)
+                ),
+                daemon=True,
+            ),
+        ]
+        for thread in waiting:
+            thread.start()
+        wait_until(
+            lambda: {r.stage for r in orchestrator.active_runs()} >= {"ingest", "writeback"},
+            what="an ingest and a writeback under way",
+        )
+        local: list[list[StageOutcome]] = []
+        beside = threading.Thread(
+            target=lambda: local.append(
+                orchestrator.run_pass(["working_memory", "homeostasis"], ingest=False, as_of=AS_OF)
+            ),
+            daemon=True,
+        )
+        beside.start()
+        beside.join(60)
+        assert not beside.is_alive(), "the DuckDB-only stages waited behind PostgreSQL"
+        assert all(o.status == RunStatus.SUCCEEDED for o in local[0]), local
+        assert all(thread.is_alive() for thread in waiting), "PostgreSQL answered: no partition"
+        proxy.heal()
+        for thread in waiting:
+            thread.join(60)
+            assert not thread.is_alive()
+        assert application.store.execute("SELECT count(*) FROM memories") == [(60,)]
+        assert not application.dlq.list()  # nothing failed: the work only waited
+    finally:
+        proxy.stop()

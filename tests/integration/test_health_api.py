@@ -11,6 +11,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
@@ -38,6 +39,7 @@ from biomem.health.server import (
 from biomem.metrics import build_registry
 from biomem.resilience.errors import ConfigurationError
 from biomem.store.runs import record_run
+from tests.fakes.proxy import FaultProxy
 
 pytestmark = pytest.mark.integration
 
@@ -357,6 +359,33 @@ def test_detailed_reports_a_store_failure_instead_of_failing(app: App) -> None:
     assert body["dead_letters"]["error"]
     assert ready.status_code == 503
     assert ready.json() == {"status": "fail", "output": "store closed"}
+
+
+def test_detailed_shows_runs_while_postgresql_is_partitioned(
+    pg_clean_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dead letters read from a PostgreSQL that does not answer time out, again and again,
+    while the runs (DuckDB) are still shown: the slow reads never take the store's slots."""
+    parts = urlsplit(pg_clean_url)
+    assert parts.hostname is not None and parts.port is not None
+    with FaultProxy(parts.hostname, parts.port) as proxy:
+        userinfo, _, _ = parts.netloc.rpartition("@")
+        netloc = f"{userinfo}@127.0.0.1:{proxy.port}" if userinfo else f"127.0.0.1:{proxy.port}"
+        monkeypatch.setenv("POSTGRES_DB_URL", urlunsplit(parts._replace(netloc=netloc)))
+        partitioned = open_app(load_settings())
+        try:
+            with record_run(partitioned.store, "working_memory"):
+                pass
+            h = harness(partitioned, standard_checks())
+            proxy.blackhole()
+            with TestClient(h.api) as client:
+                bodies = [client.get("/health/detailed").json() for _ in range(3)]
+            proxy.heal()
+        finally:
+            partitioned.close()
+    assert all(body["dead_letters"]["error"] for body in bodies), bodies
+    assert all(body["runs"]["error"] is None for body in bodies), bodies
+    assert all(body["runs"]["last"][0]["stage"] == "working_memory" for body in bodies)
 
 
 def test_service_endpoint_and_probes(app: App) -> None:

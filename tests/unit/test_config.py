@@ -273,12 +273,6 @@ def test_duckdb_section_sets_the_call_deadline_and_keeps_its_own_defaults(
             "1: DuckDB runs one call at a time",
             id="bulkhead",
         ),
-        pytest.param(
-            "[resilience.postgresql]\ncall_timeout_seconds = 5\n",
-            "[resilience.postgresql].call_timeout_seconds",
-            "only the keys",
-            id="not-for-postgresql",
-        ),
     ],
 )
 def test_bad_duckdb_guard_values_name_the_key(
@@ -289,3 +283,46 @@ def test_bad_duckdb_guard_values_name_the_key(
     with pytest.raises(ConfigurationError) as caught:
         load_settings()
     assert key in str(caught.value) and accepts in caught.value.accepts
+
+
+def test_postgresql_timeouts_and_pool_come_from_its_section(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """[resilience.postgresql] sets the client's deadlines and the pool, and the policy's
+    bulkhead admits as many calls as the pool has connections."""
+    from pydantic import SecretStr
+
+    from biomem.app import postgres_client
+    from biomem.guards import build_guards
+
+    path = write_toml(
+        tmp_path,
+        "[resilience.postgresql]\nconnect_timeout_seconds = 2\nstatement_timeout_seconds = 10\n"
+        "call_timeout_seconds = 12\nacquire_timeout_seconds = 1.5\nmax_connections = 6\n",
+    )
+    monkeypatch.setenv("BIOMEM_CONFIG_FILE", str(path))
+    settings = load_settings()
+    guards = build_guards(settings)
+    bulkhead = guards.postgresql.bulkhead
+    assert bulkhead is not None and (bulkhead.max_concurrent, bulkhead.max_wait_s) == (6, 1.5)
+    client = postgres_client(SecretStr("postgresql://u@127.0.0.1:1/db"), settings, guards)
+    try:
+        assert client.call_timeout_s == 12
+        assert client.get_stats().get("pool_max", 6) == 6
+    finally:
+        client.close()
+
+
+def test_postgresql_call_deadline_must_outlast_the_statement_timeout(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A client deadline at or below the server's statement_timeout is refused, by name."""
+    path = write_toml(
+        tmp_path,
+        "[resilience.postgresql]\nstatement_timeout_seconds = 30\ncall_timeout_seconds = 30\n",
+    )
+    monkeypatch.setenv("BIOMEM_CONFIG_FILE", str(path))
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    assert "resilience" in caught.value.variable
+    assert "call_timeout_seconds" in str(caught.value)

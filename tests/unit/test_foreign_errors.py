@@ -87,3 +87,14 @@ def test_every_psycopg_exception_is_classified(cls: type[BaseException]) -> None
 def test_psycopg_transient_and_permanent(cls: type[BaseException], expected: type) -> None:
     """Connection loss, shutdown, serialization and deadlock are transient; bad SQL is not."""
     assert classify_psycopg_error(instance(cls)) is expected
+
+
+def test_psycopg_has_what_the_client_deadlines_rest_on() -> None:
+    """The PostgreSQL client's deadlines use psycopg's wait timeout and its error, and
+    cancel_safe with a timeout: an install without them must fail here, not hang later."""
+    import inspect
+
+    assert "timeout" in inspect.signature(psycopg.Connection.wait).parameters
+    assert issubclass(pg_errors._WaitTimeout, psycopg.OperationalError)
+    assert classify_psycopg_error(pg_errors._WaitTimeout("x")) is DatabaseUnavailable
+    assert "timeout" in inspect.signature(psycopg.Connection.cancel_safe).parameters

@@ -3,6 +3,18 @@
 Connections are made on demand (``min_size=0``) so a PostgreSQL that is down
 at start-up costs nothing until biomem needs it, and the pool never logs a
 reconnect storm while it is away.
+
+Every wait for the server has a client-side deadline. ``statement_timeout``
+is enforced by the server, and a partitioned server sends nothing, not even
+that error: without a deadline of our own a call waits for as long as the
+partition lasts. Connecting is bounded by ``connect_timeout``, the pool's
+check of an idle connection by the same, and every other wait (a statement,
+a commit, a COPY chunk) by ``call_timeout_s``, the statement timeout plus a
+margin. A wait that overruns cancels the statement (when the server can still
+hear it) and closes the connection, whose protocol state is then unknown: the
+call fails with ``OperationalError`` → :class:`DatabaseUnavailable`
+(transient), and the pool discards the connection. TCP keepalives and
+``tcp_user_timeout`` let the kernel end connections to a peer that vanished.
 """
 
 from __future__ import annotations
@@ -10,20 +22,39 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import psycopg
 import psycopg_pool
 from psycopg import errors as pg_errors
+from psycopg.abc import PQGen
 from pydantic import SecretStr
 
+from biomem.logging import get_logger
 from biomem.resilience.errors import DatabaseQueryError, DatabaseUnavailable, DependencyError
 from biomem.resilience.policy import Policy
 from biomem.resilience.redact import redact_text
 
 T = TypeVar("T")
+RV = TypeVar("RV")
 
-__all__ = ["PostgresClient", "classify_psycopg_error", "translate_errors"]
+__all__ = ["DEADLINE_MARGIN_S", "PostgresClient", "classify_psycopg_error", "translate_errors"]
+
+log = get_logger(__name__)
+
+#: The client's deadline over the server's statement_timeout, by default: the
+#: server's own error must be able to arrive before the client gives up.
+DEADLINE_MARGIN_S: Final = 5.0
+# psycopg's own default: how often a wait wakes up (for Ctrl-C), not a deadline.
+_WAIT_INTERVAL_S: Final = 0.1
+# The kernel finds a peer that vanished while a connection idles in the pool:
+# a first probe after 10 s of silence, then every 5 s, dead after 3 unanswered.
+_KEEPALIVES: Final = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
 
 # SQLSTATE classes that a later attempt may clear (psycopg maps most of
 # these to OperationalError, but not serialization failures or deadlocks).
@@ -80,11 +111,14 @@ class PostgresClient:
         url: the database URL; kept as a secret, never logged.
         name: the dependency's name in errors, metrics and health.
         max_size: the most connections open at once.
-        connect_timeout_s: how long a new connection may take.
+        connect_timeout_s: how long a new connection may take; also the deadline
+            of the pool's check of an idle connection and of a cancel request.
         acquire_timeout_s: how long a caller waits for a connection from the pool.
         statement_timeout_s: server-side limit for each statement.
+        call_timeout_s: client-side deadline of every other wait for the server;
+            by default ``statement_timeout_s`` + :data:`DEADLINE_MARGIN_S`.
         policy: the postgresql policy: :meth:`run` retries through it, and every
-            connection is taken through its breaker.
+            connection is taken through its bulkhead and breaker.
     """
 
     def __init__(
@@ -96,16 +130,24 @@ class PostgresClient:
         connect_timeout_s: float = 5.0,
         acquire_timeout_s: float = 3.0,
         statement_timeout_s: float = 60.0,
+        call_timeout_s: float | None = None,
         policy: Policy | None = None,
     ) -> None:
         self.name = name
         self._policy = policy
         self._acquire_timeout_s = acquire_timeout_s
         self._connect_timeout_s = connect_timeout_s
+        self.call_timeout_s = (
+            statement_timeout_s + DEADLINE_MARGIN_S if call_timeout_s is None else call_timeout_s
+        )
         self.last_connect_error: str | None = None
         client = self
 
         class _Connection(psycopg.Connection[Any]):
+            # How long one wait for the server may take on this connection (the
+            # pool's check lowers it for its one round trip).
+            deadline_s: float = client.call_timeout_s
+
             # The pool connects in a worker thread and only reports a timeout to
             # the caller; keep why the last attempt failed so errors say it.
             @classmethod
@@ -119,6 +161,25 @@ class PostgresClient:
                 client.last_connect_error = None
                 return conn
 
+            # Every statement, fetch, COPY chunk, commit and rollback of a sync
+            # connection waits here (connecting does not: connect_timeout bounds it).
+            def wait(
+                self,
+                gen: PQGen[RV],
+                interval: float = _WAIT_INTERVAL_S,
+                timeout: float | None = None,
+            ) -> RV:
+                if timeout is not None:  # a deadline of psycopg's own (notifies)
+                    return super().wait(gen, interval, timeout)
+                deadline_s = self.deadline_s
+                try:
+                    return super().wait(gen, interval, deadline_s)
+                except pg_errors._WaitTimeout as exc:
+                    client._abandon(self, deadline_s)
+                    raise psycopg.OperationalError(
+                        f"no answer from the server within {deadline_s:g} s (connection closed)"
+                    ) from exc
+
         self._url = url
         self._max_size = max_size
         self._statement_timeout_s = statement_timeout_s
@@ -128,6 +189,43 @@ class PostgresClient:
         self._pool_lock = threading.Lock()
         self._closed = False
         self._pool = self._new_pool()
+
+    def _abandon(self, conn: psycopg.Connection[Any], deadline_s: float) -> None:
+        """Cancel what ``conn`` runs (bounded) and close it: its protocol state is unknown."""
+        cancelled = False
+        # Before libpq 17 a cancel request blocks with no deadline of ours, which a
+        # partitioned server would make endless: then the connection is only closed
+        # (the server ends the statement when it finds the client gone, or at
+        # statement_timeout).
+        if psycopg.capabilities.has_cancel_safe():
+            try:
+                conn.cancel_safe(timeout=self._connect_timeout_s)
+                cancelled = True
+            except psycopg.Error as exc:
+                log.info("postgres_cancel_failed", error=redact_text(str(exc).strip()[:200]))
+        # close(), not a shutdown of the socket from elsewhere: this is the thread
+        # using the connection (inside its wait), nobody else is reading the socket.
+        conn.close()
+        log.warning(
+            "postgres_call_abandoned",
+            dependency=self.name,
+            deadline_s=deadline_s,
+            cancel_sent=cancelled,
+        )
+
+    def _check(self, conn: psycopg.Connection[Any]) -> None:
+        """The pool's check of an idle connection before it is handed out, deadline short."""
+        # One round trip of an empty statement: no longer than a new connection may
+        # take (a partitioned server would otherwise hold the borrower a whole call).
+        # Only connections of our class carry the deadline (mypy sees the base class).
+        previous: float | None = getattr(conn, "deadline_s", None)
+        if previous is not None:
+            conn.deadline_s = self._connect_timeout_s  # type: ignore[attr-defined]
+        try:
+            psycopg_pool.ConnectionPool.check_connection(conn)
+        finally:
+            if previous is not None:
+                conn.deadline_s = previous  # type: ignore[attr-defined]
 
     def _new_pool(self) -> psycopg_pool.ConnectionPool[Any]:
         pool: psycopg_pool.ConnectionPool[Any] = psycopg_pool.ConnectionPool(
@@ -145,9 +243,13 @@ class PostgresClient:
                     f"-c statement_timeout={int(self._statement_timeout_s * 1000)} -c TimeZone=UTC"
                 ),
                 "application_name": "biomem",
+                **_KEEPALIVES,
+                # No byte we sent may stay unacknowledged longer than a call may
+                # take: the kernel then ends the connection (a real partition).
+                "tcp_user_timeout": int(self.call_timeout_s * 1000),
             },
             # A dead connection is found before it is handed out, not mid-batch.
-            check=psycopg_pool.ConnectionPool.check_connection,
+            check=self._check,
             # Reconnecting is the policy's job (breaker, retry with budget): the pool
             # gives up on a failed connection at once instead of backing off on its
             # own for minutes, so the first call after PostgreSQL is back connects.
@@ -208,11 +310,20 @@ class PostgresClient:
 
         Raises:
             CircuitOpenError: the breaker is open: PostgreSQL failed too often lately.
+            BulkheadFullError: every pooled connection stayed in use for the whole wait.
             DatabaseUnavailable: PostgreSQL cannot be reached or the pool is exhausted.
             DatabaseQueryError: the statement or data was rejected.
         """
-        guard = self._policy.breaker if self._policy is not None else nullcontext()
-        with guard, self._acquire() as conn:
+        policy = self._policy
+        guard = policy.breaker if policy is not None else nullcontext()
+        # The bulkhead first, as in Policy.call: a caller refused a slot says
+        # nothing about PostgreSQL, so the breaker never hears of it.
+        slot = (
+            policy.bulkhead.slot()
+            if policy is not None and policy.bulkhead is not None
+            else nullcontext()
+        )
+        with slot, guard, self._acquire() as conn:
             yield conn
 
     def run(

@@ -26,6 +26,7 @@ __all__ = [
     "IngestSettings",
     "LongTermSettings",
     "PipelineSettings",
+    "PostgresGuard",
     "PostgresSourceSettings",
     "ReceiverSettings",
     "RecoveryRule",
@@ -297,10 +298,45 @@ class DuckDBGuard(DependencyGuard):
     )
 
 
+class PostgresGuard(DependencyGuard):
+    """PostgreSQL's guard, with its timeouts and its pool (the bulkhead's size).
+
+    ``statement_timeout_seconds`` is the server's limit; the server can only
+    enforce it while it hears from us. ``call_timeout_seconds`` is the
+    client's own deadline for any answer, so a call into a partitioned server
+    (nothing arrives, not even the error) fails instead of waiting for TCP.
+    """
+
+    connect_timeout_seconds: float = Field(
+        default=5, ge=1, le=300, description="seconds from 1 to 300"
+    )
+    statement_timeout_seconds: float = Field(
+        default=60, gt=0, le=86_400, description="seconds above 0, at most 86400"
+    )
+    call_timeout_seconds: float = Field(
+        default=65,
+        gt=0,
+        le=86_400,
+        description="seconds above statement_timeout_seconds, at most 86400",
+    )
+    acquire_timeout_seconds: float = Field(
+        default=3, gt=0, le=300, description="seconds above 0, at most 300"
+    )
+    max_connections: int = Field(default=4, ge=1, le=100, description="1 to 100 connections")
+
+    @model_validator(mode="after")
+    def _deadline_after_the_server_limit(self) -> PostgresGuard:
+        # Below the server's limit, the client would cut statements the server
+        # was still allowed to finish, and no server-side error would ever be seen.
+        if self.call_timeout_seconds <= self.statement_timeout_seconds:
+            raise ValueError("call_timeout_seconds must be above statement_timeout_seconds")
+        return self
+
+
 class ResilienceSettings(_Section):
     """One guard per dependency (Ollama's timeout and concurrency come from the environment)."""
 
-    postgresql: DependencyGuard = DependencyGuard()
+    postgresql: PostgresGuard = PostgresGuard()
     duckdb: DuckDBGuard = DuckDBGuard()
     ollama: DependencyGuard = DependencyGuard()
 

@@ -193,14 +193,22 @@ def _decoded_counts(run: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _store_reads(app: App, reader: BoundedReader) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Dead letters and last runs, each its own bounded read; a failure is reported."""
+def _store_reads(
+    app: App, reader: BoundedReader, letters_reader: BoundedReader | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Dead letters and last runs, each its own bounded read; a failure is reported.
+
+    With PostgreSQL configured the dead letters are read from it too: through
+    ``letters_reader``, so that a PostgreSQL slow to answer (its reads left
+    running past their timeout) never takes the slots the runs read needs.
+    """
+    letters_from = letters_reader if letters_reader is not None else reader
 
     def describe(exc: Exception) -> str:
         return redact_text(f"{type(exc).__name__}: {exc}")[:300]
 
     try:
-        counts, oldest = reader.call(lambda: (app.dlq.counts(), app.dlq.oldest_pending()))
+        counts, oldest = letters_from.call(lambda: (app.dlq.counts(), app.dlq.oldest_pending()))
         letters: dict[str, Any] = {
             "counts": {status.value: n for status, n in counts.items()},
             "oldest_pending": oldest,

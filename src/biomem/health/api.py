@@ -138,6 +138,8 @@ def create_api(
     if require_token and not token:
         raise ValueError("require_token needs a token")
     reader = reader if reader is not None else BoundedReader(timeout_s=2.0)
+    # Dead letters may be read from PostgreSQL: apart from the store's reads (see _store_reads).
+    letters_reader = BoundedReader(timeout_s=reader.timeout_s)
     api = FastAPI(
         title="biomem health",
         version=biomem.__version__,
@@ -183,7 +185,7 @@ def create_api(
     )
     def detailed(history: int = Query(20, ge=0, le=_HISTORY_MAX)) -> Response:
         snapshot = monitor.fresh_snapshot()  # a sync route: on a worker thread
-        letters, runs = _store_reads(app, reader)
+        letters, runs = _store_reads(app, reader, letters_reader)
         guards = app.guards
         body = {
             "status": snapshot.status.wire,
@@ -305,6 +307,7 @@ def create_api(
         monitor=monitor,
         app=app,
         reader=reader,
+        letters_reader=letters_reader,
         alerts=alerts,
         recovery=_recent_actions(recovery) if recovery is not None else None,
         schedule=schedule,

@@ -76,6 +76,9 @@ class StatusSources:
     monitor: HealthMonitor
     app: App
     reader: BoundedReader
+    # Dead letters may be read from PostgreSQL: their own slots, so that a slow
+    # PostgreSQL never blanks the store's sections (None: the store's reader).
+    letters_reader: BoundedReader | None = None
     alerts: AlertsProvider | None = None
     recovery: RecoveryProvider | None = None
     schedule: ScheduleProvider | None = None
@@ -116,7 +119,10 @@ def gather_status(sources: StatusSources) -> dict[str, Any]:
     now = sources.wall_clock()
     snapshot = sources.monitor.fresh_snapshot()  # on demand, may run the checks first
     reader = sources.reader
-    letters, letters_error = _guarded(lambda: reader.call(lambda: _dead_letters(sources.app)))
+    letters_reader = sources.letters_reader or reader
+    letters, letters_error = _guarded(
+        lambda: letters_reader.call(lambda: _dead_letters(sources.app))
+    )
     jobs, jobs_error = _scheduled(sources.schedule)
     failed = jobs_error is not None
     stages, stages_error = _guarded(

@@ -6,6 +6,13 @@ commit to DuckDB in one transaction: a crash between batches resumes exactly
 after the last committed one, and a crash inside a batch replays it, which
 the idempotent merge absorbs.
 
+Reading from PostgreSQL and writing to DuckDB are apart: a batch is fetched
+holding nothing, and only its commit takes ``commit_lock`` (the daemon's
+pipeline lock), so a PostgreSQL that does not answer keeps ingest waiting and
+never the stages that read DuckDB. One ingest of a source runs at a time (the
+caller's to ensure): the watermark read at the start is then still the
+latest at every commit.
+
 Known limit: a row whose transaction commits after the watermark has moved
 past its ``updated_at`` is not seen until it is updated again; keep
 ``updated_at`` set by the writer at commit time (a trigger) where that matters.
@@ -15,6 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -188,13 +196,16 @@ def ingest_postgres(
     max_batches: int | None = None,
     wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     should_stop: Callable[[], bool] = lambda: False,
+    commit_lock: AbstractContextManager[object] | None = None,
 ) -> IngestCounts:
     """Read everything past the watermark, batch by batch, until caught up.
 
     Args:
         max_batches: stop after this many batches (the rest waits for the next run).
         should_stop: checked between batches; True ends the run at a batch boundary.
+        commit_lock: held around each batch's commit, never around a fetch.
     """
+    lock = commit_lock if commit_lock is not None else nullcontext()
     total = IngestCounts()
     watermark = read_watermark(store, source.name)
     batches = 0
@@ -217,7 +228,7 @@ def ingest_postgres(
         now = wall_clock()
         # The batch and the watermark it reaches commit together: a crash in
         # between would otherwise skip the batch or read it twice.
-        with store.transaction() as con:
+        with lock, store.transaction() as con:
             counts = write_batch(con, memories, rejected, now=now)
             con.execute(
                 "INSERT INTO ingest_watermarks (source_name, updated_at, last_id, rows_read,"

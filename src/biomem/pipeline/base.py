@@ -6,6 +6,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -43,6 +44,10 @@ class StageContext:
         ollama: builds the Ollama client; None when no LLM is to be used.
         stop: set when the process is asked to stop; stages check it between
             batches and return at a batch boundary.
+        pipeline_lock: held around every run of the stages that only use DuckDB.
+            A stage run outside it (writeback, which PostgreSQL may keep waiting)
+            takes it just to read a consistent snapshot. Without an orchestrator
+            (a stage run directly) nothing runs alongside: a no-op.
     """
 
     store: DuckDBStore
@@ -55,6 +60,7 @@ class StageContext:
     progress: Progress | None = None
     # Monotonic seconds, for decisions that depend on elapsed time (when to commit).
     clock: Callable[[], float] = time.monotonic
+    pipeline_lock: AbstractContextManager[object] = field(default_factory=nullcontext)
 
     def report(self, done: int, total: int) -> None:
         if self.progress is not None:

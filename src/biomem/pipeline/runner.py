@@ -2,6 +2,10 @@
 
 A stage that fails is recorded as failed with its error; the stages that read
 from it are skipped in that pass (their inputs are stale), the others run.
+
+:data:`POSTGRES_STAGES` are the stages that wait on PostgreSQL: the
+orchestrator runs them outside its pipeline lock, so that a PostgreSQL that
+does not answer never holds up the stages that need DuckDB alone.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -33,6 +38,7 @@ from biomem.store import DuckDBStore
 from biomem.store.runs import RunStatus, record_run
 
 __all__ = [
+    "POSTGRES_STAGES",
     "STAGES",
     "StageOutcome",
     "ollama_factory",
@@ -70,6 +76,10 @@ STAGES: dict[str, Stage] = _ordered(
         WritebackStage(),
     ]
 )
+
+
+#: The stages that talk to PostgreSQL (the others use DuckDB, and Ollama).
+POSTGRES_STAGES: frozenset[str] = frozenset({WritebackStage.name})
 
 
 def ollama_factory(
@@ -124,8 +134,12 @@ def run_stage(
     stop: threading.Event,
     postgres: PostgresClient | None = None,
     progress: Progress | None = None,
+    pipeline_lock: AbstractContextManager[object] | None = None,
 ) -> StageOutcome:
-    """Run one stage, recorded in the runs table; biomem errors become a failed outcome."""
+    """Run one stage, recorded in the runs table; biomem errors become a failed outcome.
+
+    ``pipeline_lock``: see :attr:`StageContext.pipeline_lock`.
+    """
     started = time.perf_counter()
     try:
         with record_run(store, stage.name) as run:
@@ -138,6 +152,7 @@ def run_stage(
                 postgres=postgres,
                 stop=stop,
                 progress=progress,
+                pipeline_lock=pipeline_lock if pipeline_lock is not None else nullcontext(),
             )
             result = stage.run(ctx)
             run.counts = result.as_dict()
@@ -165,10 +180,20 @@ def run_stages(
     stop: threading.Event,
     postgres: PostgresClient | None = None,
     progress_for: Callable[[str], Progress | None] = lambda _name: None,
+    pipeline_lock: AbstractContextManager[object] | None = None,
+    earlier: Sequence[StageOutcome] = (),
 ) -> list[StageOutcome]:
-    """Run the named stages (all when empty) in dependency order."""
+    """Run the named stages (all when empty) in dependency order.
+
+    Args:
+        pipeline_lock: see :attr:`StageContext.pipeline_lock`.
+        earlier: outcomes from earlier in the same pass: a stage that failed
+            there (or was skipped for it) skips its dependants here too.
+    """
     outcomes: list[StageOutcome] = []
-    failed: set[str] = set()
+    failed: set[str] = {
+        o.stage for o in earlier if o.status == RunStatus.FAILED or o.status == "skipped"
+    }
     for name in resolve_stages(names):
         stage = STAGES[name]
         if stop.is_set():
@@ -189,6 +214,7 @@ def run_stages(
             stop=stop,
             postgres=postgres,
             progress=progress_for(name),
+            pipeline_lock=pipeline_lock,
         )
         if outcome.status == RunStatus.FAILED:
             failed.add(name)

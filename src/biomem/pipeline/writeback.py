@@ -7,6 +7,10 @@ PostgreSQL transaction per run. Sending state rather than changes makes the
 stage idempotent and makes an outage harmless: while PostgreSQL is down the
 run is deferred, and the first run after it is back sends everything that
 changed meanwhile.
+
+The snapshot is read under the pipeline lock (no stage writes while it is
+read), the send happens outside it: a PostgreSQL that does not answer keeps
+only writeback waiting, never the stages that need DuckDB alone.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any
 from psycopg import sql
 
 from biomem.pipeline.base import StageContext, StageResult
-from biomem.resilience.errors import CircuitOpenError, DatabaseUnavailable
+from biomem.resilience.errors import DependencyError
 
 __all__ = ["TABLES", "WritebackStage"]
 
@@ -201,7 +205,8 @@ class WritebackStage:
     def run(self, ctx: StageContext) -> StageResult:
         if ctx.postgres is None:
             return StageResult(detail={"skipped": "POSTGRES_DB_URL is not set"})
-        snapshot = {table.name: ctx.store.execute(table.select) for table in TABLES}
+        with ctx.pipeline_lock:
+            snapshot = {table.name: ctx.store.execute(table.select) for table in TABLES}
         total = sum(len(rows) for rows in snapshot.values())
         try:
             with ctx.postgres.connection() as conn, conn.cursor() as cur:
@@ -211,8 +216,11 @@ class WritebackStage:
                 for table in TABLES:
                     cur.execute(_ddl(table))
                     _sync(cur, table, snapshot[table.name])
-        except (DatabaseUnavailable, CircuitOpenError) as exc:
+        except DependencyError as exc:
+            if not exc.transient:  # the statement or the data: a failed run
+                raise
             # The state stays in DuckDB; the next run sends it whole. An open
-            # breaker is the same outage seen sooner: deferred, not failed.
+            # breaker, or every connection busy with calls that wait on the server,
+            # is the same outage seen sooner: deferred, not failed.
             return StageResult(deferred=total, detail={"postgres_unavailable": str(exc)})
         return StageResult(items=total, detail={t: len(r) for t, r in snapshot.items()})

@@ -26,7 +26,7 @@ __all__ = ["STORE_ACTIONS"]
 _POOL_CLOSE_TIMEOUT_S = 5.0
 _CHECKPOINT_TIMEOUT_S = 30.0
 _REOPEN_TIMEOUT_S = 10.0
-_PIPELINE_WAIT_S = 5.0  # a stage run holds the pipeline: do not queue behind it
+_REPLAY_WAIT_S = 5.0  # the scheduled replay may be at work: do not queue behind it
 _REPLAY_LIMIT = 50  # as the scheduled job: the rest waits for the next attempt
 
 
@@ -109,9 +109,9 @@ class ReplayDeadLetters:
         orchestrator = ctx.orchestrator
         if orchestrator is None:  # pragma: no cover - plan() said so
             raise ActionUnavailable("no orchestrator in this process")
-        report = orchestrator.replay_dead_letters(wait_s=_PIPELINE_WAIT_S)
+        report = orchestrator.replay_dead_letters(wait_s=_REPLAY_WAIT_S)
         if report is None:
-            raise ActionUnavailable("the pipeline is busy with a stage run (or stopping)")
+            raise ActionUnavailable("another replay of the dead letters is running (or stopping)")
         detail = {
             "selected": len(report.selected),
             "recovered": len(report.recovered),
