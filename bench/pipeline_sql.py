@@ -330,7 +330,9 @@ def _maxrss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def child(n: int, *, cap: float, long_term_max: int, max_rss_gib: float) -> None:
+def child(
+    n: int, *, cap: float, long_term_max: int, max_rss_gib: float, stages: Sequence[str]
+) -> None:
     configure_logging(level=LogLevel.ERROR)
     sampler = RssSampler(limit=int(max_rss_gib * 2**30))
     sampler.start()
@@ -338,14 +340,22 @@ def child(n: int, *, cap: float, long_term_max: int, max_rss_gib: float) -> None
         store = TimedStore.open(Path(tmp) / "bench.duckdb")
         assert isinstance(store, TimedStore)
         try:
-            _child_run(store, n, cap=cap, long_term_max=long_term_max, sampler=sampler)
+            _child_run(
+                store, n, cap=cap, long_term_max=long_term_max, sampler=sampler, stages=stages
+            )
         finally:
             store.close()
     sampler.stop()
 
 
 def _child_run(
-    store: TimedStore, n: int, *, cap: float, long_term_max: int, sampler: RssSampler
+    store: TimedStore,
+    n: int,
+    *,
+    cap: float,
+    long_term_max: int,
+    sampler: RssSampler,
+    stages: Sequence[str],
 ) -> None:
     settings = load_settings()
     start_rss = sampler.reset()
@@ -366,6 +376,9 @@ def _child_run(
     as_of: datetime = row[0]
     ctx = StageContext(store=store, settings=settings, as_of=as_of, run_id=0)
     for name in STAGE_ORDER:
+        if name not in stages:
+            _emit({"step": name, "skipped": "not in --stages"})
+            continue
         if name == "long_term" and n > long_term_max:
             _emit({"step": name, "skipped": f"N > --long-term-max {long_term_max}"})
             continue
@@ -475,6 +488,8 @@ def run_child(n: int, args: argparse.Namespace) -> tuple[dict[str, dict[str, Any
         str(args.long_term_max),
         "--max-rss-gib",
         str(args.max_rss_gib),
+        "--stages",
+        *args.stages,
     ]
     env = {**os.environ, "BIOMEM_LOG_LEVEL": "error"}
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
@@ -701,9 +716,18 @@ def main() -> None:
     parser.add_argument("--cap", type=float, default=600.0, help="seconds a stage may run")
     parser.add_argument("--long-term-max", type=int, default=10_000_000)
     parser.add_argument(
+        "--stages",
+        nargs="+",
+        default=list(STAGE_ORDER),
+        choices=STAGE_ORDER,
+        help="the stages to run, in the pipeline's order (default: all)",
+    )
+    parser.add_argument(
         "--max-rss-gib", type=float, default=8.0, help="a stage over this RSS is stopped"
     )
-    parser.add_argument("--child-timeout", type=float, default=1800.0)
+    # A million memories through long_term embed for ~30 minutes (lexical vectors
+    # passed from Python to DuckDB); the whole child needs more than an hour.
+    parser.add_argument("--child-timeout", type=float, default=7200.0)
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument(
         "--knn-variants",
@@ -717,7 +741,11 @@ def main() -> None:
         return
     if args.child is not None:
         child(
-            args.child, cap=args.cap, long_term_max=args.long_term_max, max_rss_gib=args.max_rss_gib
+            args.child,
+            cap=args.cap,
+            long_term_max=args.long_term_max,
+            max_rss_gib=args.max_rss_gib,
+            stages=args.stages,
         )
         return
     print(
