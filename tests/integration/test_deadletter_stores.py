@@ -366,9 +366,12 @@ def test_default_schema_is_biomem(pg_url: str) -> None:
     store = PostgresDeadLetterStore(lambda: psycopg.connect(pg_url))
     try:
         store.ensure_schema()
-        store.put(letter(1))
+        # The test database is shared by the run: other tests' letters may be there too.
+        stored = store.put(letter(9901, key="default-schema-only"))
         with psycopg.connect(pg_url) as conn:
-            row = conn.execute("SELECT count(*) FROM biomem.dead_letters").fetchone()
+            row = conn.execute(
+                "SELECT count(*) FROM biomem.dead_letters WHERE id = %s", [stored.id]
+            ).fetchone()
         assert row == (1,)
     finally:
         with psycopg.connect(pg_url, autocommit=True) as conn:
