@@ -235,3 +235,23 @@ def test_without_a_deadline_recovery_can_still_interrupt(store: DuckDBStore) -> 
     finally:
         timer.cancel()
     assert store.calls_timed_out == 0
+
+
+def test_last_runs_show_a_long_run_when_it_finishes(store: DuckDBStore) -> None:
+    """A run that finishes after many quick ones started is listed first, not pushed out."""
+    from datetime import UTC, datetime, timedelta
+
+    from biomem.store.runs import last_runs, record_run
+
+    t0 = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+    now = [t0]
+    with record_run(store, "writeback", wall_clock=lambda: now[0]):
+        for i in range(25):
+            now[0] = t0 + timedelta(seconds=i + 1)
+            with record_run(store, "working_memory", wall_clock=lambda: now[0]):
+                pass
+        now[0] = t0 + timedelta(seconds=30)
+    listed = last_runs(store)
+    assert len(listed) == 20
+    assert (listed[0]["stage"], listed[0]["status"]) == ("writeback", "succeeded")
+    assert [r["stage"] for r in listed[1:]] == ["working_memory"] * 19
