@@ -63,9 +63,13 @@ The figures:
   (on this shared 2-core machine some are about CPU saturation; the paragraph
   says which).
 
-Automated recovery (issue 7) is not merged yet; each scenario leaves a
-placeholder where its recovery-audit assertions will go, and asserts nothing
-about it.
+- **recovery**: what automated recovery did, from its audit table
+  (`recovery_audit`) read after the run: the actions run (`done`), and the
+  decisions skipped with their reason (`guard`, `unavailable`, ...). Each
+  scenario asserts it: every decision is about a component the fault touched,
+  the ones the fault calls for are there and were decided while it lasted, and
+  an action that cannot run (no Ollama restart command is configured) says so
+  instead of claiming success. The paragraph tells each decision.
 """
 
 
@@ -94,8 +98,9 @@ def render(results: Path, found: dict[str, dict[str, Any]]) -> str:
             results=shown,
             when=f"last result recorded {when}" if when else "with no results at all",
         ),
-        "| # | scenario | result | detect | recover | lost | duplicated | notifications |",
-        "|---|---|---|---|---|---|---|---|",
+        "| # | scenario | result | detect | recover | lost | duplicated | notifications "
+        "| recovery |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     order = list(CATALOGUE) + sorted(set(found) - set(CATALOGUE))
     for number, name in enumerate(order, 1):
@@ -106,7 +111,7 @@ def render(results: Path, found: dict[str, dict[str, Any]]) -> str:
             f"{RESULTS.get(data['status'], data['status'])} | "
             f"{seconds(data.get('time_to_detect_s'))} | {seconds(data.get('time_to_recover_s'))} | "
             f"{count(data.get('items_lost'))} | {count(data.get('items_duplicated'))} | "
-            f"{count(data.get('notifications_sent'))} |"
+            f"{count(data.get('notifications_sent'))} | {recovery(data)} |"
         )
     counts: dict[str, int] = {}
     for name in order:
@@ -121,6 +126,21 @@ def render(results: Path, found: dict[str, dict[str, Any]]) -> str:
     for number, name in enumerate(order, 1):
         lines += paragraph(number, name, found.get(name))
     return "\n".join(lines).rstrip() + "\n"
+
+
+def recovery(data: dict[str, Any]) -> str:
+    """The table's recovery cell: actions done, then skips by reason."""
+    rows = (data.get("facts") or {}).get("recovery_audit")
+    if not isinstance(rows, list):
+        return "–"
+    done = sorted({r["action"] for r in rows if r.get("outcome") == "done"})
+    skipped: dict[str, int] = {}
+    for r in rows:
+        if r.get("outcome") == "skipped":
+            skipped[r.get("reason") or "?"] = skipped.get(r.get("reason") or "?", 0) + 1
+    parts = [", ".join(done)] if done else []
+    parts += [f"{n} skipped ({reason})" for reason, n in sorted(skipped.items())]
+    return "; ".join(parts) or "none needed"
 
 
 def anchor(title: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +18,15 @@ import duckdb
 import psycopg
 
 __all__ = [
+    "Expected",
     "KnownProductBug",
     "StoreAudit",
     "WritebackAudit",
     "assert_complete",
     "audit_store",
     "audit_writeback",
-    "expect_recovery_audit",
     "known_bug",
+    "recovery_story",
 ]
 
 
@@ -74,6 +76,8 @@ class StoreAudit:
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     outbox: dict[str, int] = field(default_factory=dict)
     quarantined: int = 0
+    # Automated recovery's decisions (recovery_audit), oldest first.
+    recovery: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -142,6 +146,13 @@ def audit_store(
         )
         row = con.execute("SELECT count(*) FROM quarantine").fetchone()
         audit.quarantined = int(row[0]) if row else 0
+        keys = ("decided_at", "rule", "component", "action", "outcome", "reason", "phase")
+        audit.recovery = [
+            dict(zip((*keys, "occurrences", "summary"), row, strict=True))
+            for row in con.execute(
+                f"SELECT {', '.join(keys)}, occurrences, summary FROM recovery_audit ORDER BY id"
+            ).fetchall()
+        ]
     if postgres_url is not None:
         audit.dead_letters += _shared_dead_letters(postgres_url, columns)
         audit.dead_letters.sort(key=lambda letter: letter["first_failed_at"])
@@ -206,12 +217,98 @@ def audit_writeback(url: str, expected_uids: Iterable[str]) -> WritebackAudit:
     )
 
 
-def expect_recovery_audit(figures: Any, component: str) -> None:
-    """Where the recovery-audit assertions of issue 7 go: which rule ran which action
-    on ``component``, when, and with what result.
+@dataclass(frozen=True, slots=True)
+class Expected:
+    """A recovery decision a scenario requires: ``rule`` decided ``action`` with ``outcome``
+    (and ``reason`` for a skip), while the fault lasted or in the ``settle_s`` after it."""
 
-    Automated recovery is being built in parallel and has no audit records
-    yet, so nothing is asserted here; the scenario's figures say so instead
-    of pretending. Replace the body with the real assertions when issue 7 lands.
+    rule: str
+    action: str
+    outcome: str = "done"
+    reason: str | None = None
+
+
+# Why a rule that is allowed to act may not: the triggers' thresholds (config defaults).
+_ACTIONS_NEVER_DONE = {
+    # No restart command is configured in the scenarios: the action must say so, never
+    # pretend (issue 7: "the action is unavailable when none is configured").
+    "restart_ollama": ("skipped", "unavailable"),
+}
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def recovery_story(
+    figures: Any,
+    audit: StoreAudit,
+    *,
+    components: Iterable[str] = (),
+    required: Iterable[Expected] = (),
+    fault: tuple[datetime, datetime] | None = None,
+    settle_s: float = 30.0,
+    quiet_reason: str = "",
+) -> list[dict[str, Any]]:
+    """Assert what automated recovery decided during the scenario, and tell it.
+
+    * every decision is about one of ``components`` (the ones the fault touched):
+      nothing remediated a component that was fine;
+    * every ``required`` decision is in the audit, decided between the fault's start
+      and ``settle_s`` after its end (``fault``: the scenario's wall-clock times);
+    * no action in ``_ACTIONS_NEVER_DONE`` claims to have run.
+
+    Returns the decisions; the figures get them as ``recovery_audit`` and a sentence.
     """
-    figures.facts["recovery_audit"] = f"not asserted for {component}: issue 7 not merged yet"
+    allowed = set(components)
+    rows = audit.recovery
+    figures.facts["recovery_audit"] = [
+        {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
+        for row in rows
+    ]
+    strays = [r for r in rows if r["component"] not in allowed]
+    assert not strays, f"recovery acted on components the fault did not touch: {strays}"
+    for row in rows:
+        for name, (outcome, reason) in _ACTIONS_NEVER_DONE.items():
+            if name in row["action"].split("+") and row["outcome"] != "skipped":
+                raise AssertionError(f"{name} reported {row['outcome']}: {row}")
+            if row["action"] == name:
+                assert (row["outcome"], row["reason"]) == (outcome, reason), row
+    for want in required:
+        matches = [
+            r
+            for r in rows
+            if (r["rule"], r["action"], r["outcome"], r["reason"])
+            == (want.rule, want.action, want.outcome, want.reason)
+        ]
+        assert matches, f"no recovery decision {want}; the audit holds: " + "; ".join(
+            f"{r['rule']} {r['action']} {r['outcome']}" for r in rows
+        )
+        if fault is not None:
+            begin, end = fault
+            at = _aware(matches[0]["decided_at"])
+            assert begin <= at <= end + timedelta(seconds=settle_s), (
+                f"{want.rule} {want.action} decided at {at}, outside the fault "
+                f"({begin} to {end}, +{settle_s:g} s)"
+            )
+    acted = [r for r in rows if r["outcome"] in ("done", "failed", "started")]
+    if not rows:
+        figures.say(
+            f"Automated recovery decided nothing{': ' + quiet_reason if quiet_reason else ''}."
+        )
+    else:
+        parts = []
+        for r in rows:
+            when = ""
+            if fault is not None:
+                when = (
+                    f" {(_aware(r['decided_at']) - fault[0]).total_seconds():.1f} s after the fault"
+                )
+            what = r["outcome"] + (f" ({r['reason']})" if r["reason"] else "")
+            times = f" ×{r['occurrences']}" if r["occurrences"] > 1 else ""
+            parts.append(f"{r['rule']} → {r['action']}: {what}{times}{when}")
+        figures.say(
+            f"Automated recovery ({len(acted)} action(s) run, {len(rows) - len(acted)} "
+            f"decision(s) skipped): " + "; ".join(parts) + "."
+        )
+    return rows

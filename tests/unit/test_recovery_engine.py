@@ -132,6 +132,29 @@ def test_guard_holds_back_when_most_components_are_down(app: App, clock: FakeClo
     assert outcomes(engine.tick()) == [("reset_postgres_pool", "done", None)]
 
 
+def test_guard_spares_the_rules_about_the_machine_itself(app: App, clock: FakeClock) -> None:
+    """A full disk fails the store and the pipeline at once: the guard holds the DuckDB rule
+    back, while the disk rule — acting on the shared cause — runs."""
+    signals = ScriptedSignals()
+    actions = recording_actions()
+    rules = [
+        rule("duckdb", component="duckdb", actions=["reopen_duckdb"]),
+        rule(
+            "disk", component="system_resources", trigger="resource", resource="disk",
+            when_status=["critical"], actions=["remove_temp_files", "rotate_logs"],
+        ),
+    ]  # fmt: skip
+    engine = build_engine(app, signals, clock, rules, actions=actions)
+    signals.check(duckdb=C, pipeline=U, system_resources=C, postgresql=H)
+    signals.resources["disk"] = [C]
+    records = engine.tick()
+    assert sorted((r.rule, r.action, r.outcome, r.reason) for r in records) == [
+        ("disk", "remove_temp_files", "done", None),
+        ("disk", "rotate_logs", "done", None),
+        ("duckdb", "reopen_duckdb", "skipped", "guard"),
+    ]
+
+
 @pytest.mark.parametrize(
     ("enabled", "rule_enabled", "summary"),
     [

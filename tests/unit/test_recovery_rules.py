@@ -40,12 +40,15 @@ def _obs(**fields: object) -> Observation:
         pytest.param((U, U, H), Fired.CLEAR, id="healthy-again"),
         pytest.param((), Fired.PENDING, id="not-checked-yet"),
         pytest.param((U, U, D), Fired.PENDING, id="degraded-is-not-healthy"),
+        pytest.param((U, D, D, D), Fired.CLEAR, id="settled-below-the-trigger"),
+        pytest.param((U, U, D, D), Fired.PENDING, id="not-settled-yet"),
     ],
 )
 def test_status_trigger_counts_consecutive_checks(
     history: tuple[Status, ...], expected: Fired
 ) -> None:
-    """A status trigger fires on N checks in a row; only a healthy check ends the incident."""
+    """A status trigger fires on N checks in a row; a healthy check ends the incident, and so
+    do N checks in a row below the trigger (settled, e.g. degraded after unhealthy)."""
     r = rule(consecutive_checks=3)
     assert evaluate(r, _obs(history={"postgresql": history})).state is expected
 

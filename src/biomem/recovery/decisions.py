@@ -30,6 +30,7 @@ __all__ = [
     "GUARD_MIN_DOWN",
     "RuleState",
     "Verdict",
+    "addresses_machine",
     "attempts_in_window",
     "close_incident",
     "cooldown_end",
@@ -91,6 +92,19 @@ def cooldown_end(now: float, cooldown_s: float, jitter: float, draw: float) -> f
     if not 0.0 <= draw < 1.0:
         raise ValueError("draw must be in [0, 1)")
     return now + cooldown_s * (1.0 + jitter * draw)
+
+
+def addresses_machine(rule: RecoveryRule) -> bool:
+    """True for the rules about the machine itself (system_resources): the guard spares them.
+
+    The guard holds back because a shared cause makes remediation of each
+    component pointless or harmful. When the machine's own disk, memory or CPU is
+    that cause (a full disk fails the store and the pipeline together), the rules
+    on system_resources act on the cause itself — removing biomem's temporary
+    files, rotating its logs, collecting garbage, pausing heavy stages — and
+    holding them back would keep every other component down.
+    """
+    return rule.component == "system_resources"
 
 
 def guard_holds(statuses: Iterable[Status], max_share: float) -> bool:

@@ -47,6 +47,7 @@ from biomem.recovery.audit import AuditRecord, PersistedState, RecoveryAudit
 from biomem.recovery.decisions import (
     RuleState,
     Verdict,
+    addresses_machine,
     close_incident,
     decide,
     guard_holds,
@@ -305,7 +306,9 @@ class RecoveryEngine:
                 incident=state.incident_id,
                 trigger=result.detail,
             )
-        verdict = decide(state, rule, now, enabled=self.enabled, guard=guard)
+        verdict = decide(
+            state, rule, now, enabled=self.enabled, guard=guard and not addresses_machine(rule)
+        )
         current = state.incident_id
         if verdict is Verdict.RUN:
             record_attempt(state, rule, now, self._rng.random())

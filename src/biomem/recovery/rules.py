@@ -9,13 +9,14 @@ CLEAR for each:
 ============  ==============================================  =====================
 trigger       fires when                                      clear (incident over)
 ============  ==============================================  =====================
-status        the component's last N checks were all in       the component's last
-              ``when_status``                                 check was healthy
+status        the component's last N checks were all in       the last check was
+              ``when_status``                                 healthy, or the last N
+                                                              all outside when_status
 breaker_open  the component's breaker has not closed for      the breaker is closed
               ``open_seconds``
 dead_letters  more than ``dead_letters_above`` pending        at or below it
-resource      the resource's last N readings were all in      its last reading was
-              ``when_status`` (memory, disk, cpu, fds)        healthy
+resource      the resource's last N readings were all in      likewise, its readings
+              ``when_status`` (memory, disk, cpu, fds)
 stage_stuck   a stage run (of ``stages``, or any) has run     no run is that long
               ``stuck_seconds``
 worker_stuck  a process biomem started runs past its          none is
@@ -105,6 +106,10 @@ def _streak(recent: tuple[Status, ...], rule: RecoveryRule, what: str) -> Trigge
         return TriggerResult(Fired.FIRED, f"{what} {last[-1].value} for {n} check(s) in a row")
     if recent and recent[-1] is Status.HEALTHY:
         return TriggerResult(Fired.CLEAR, f"{what} healthy")
+    if len(last) == n and not any(s in wanted for s in last):
+        # Settled below the trigger (e.g. degraded after critical): the incident is over,
+        # or a machine that stays degraded would keep its heavy stages paused for good.
+        return TriggerResult(Fired.CLEAR, f"{what} {last[-1].value}, below the trigger")
     now = recent[-1].value if recent else "not checked yet"
     return TriggerResult(Fired.PENDING, f"{what} {now}")
 
