@@ -233,6 +233,15 @@ def fill(directory: Path) -> int:
     return written
 
 
+def resumed(s: Scenario) -> bool:
+    """Recovery has resumed stages (the resolve phase of heavy_stages_pause), per the daemon."""
+    response = s.daemon.get("/health/detailed") if s.daemon is not None else None
+    if response is None or response.status_code not in (200, 503):
+        return False
+    recent = response.json().get("recovery", {}).get("recent", [])
+    return any(r.get("action") == "resume_stages" and r.get("outcome") == "done" for r in recent)
+
+
 def test_disk_full(scenario: Scenario, tmp_path: Path) -> None:
     """The data directory fills up mid-run: /health fails on the disk, stages fail and are
     retried, nothing committed is lost; once space is freed, the pipeline completes."""
@@ -300,6 +309,7 @@ def test_disk_full(scenario: Scenario, tmp_path: Path) -> None:
     s.settle(["short_term", "long_term"])
     # The incident's end, even when its start could not be written to the full disk.
     wait_for(lambda: disk_alerts(s, "resolved"), timeout_s=60, what="the incident resolved")
+    wait_for(lambda: resumed(s), timeout_s=60, what="recovery resuming the paused heavy stages")
     s.stop()
     audit = s.audit(uids)
     failed = len([e for e in daemon.log_events() if e.get("event") == "stage_failed"])
