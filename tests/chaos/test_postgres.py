@@ -315,7 +315,12 @@ def test_pg_partition(scenario: Scenario, pg_clean_url: str) -> None:
     s.figures.say(s.alerts_sentence())
     recovery_story(
         s.figures, audit, components=("postgresql", "pipeline"), fault=s.fault_window(),
-        required=[Expected("postgres_pool_reset", "reset_postgres_pool")],
+        # A pool reset is allowed, not required: through the partition the breaker's
+        # half-open trials make postgresql alternate unhealthy / degraded, so the rule's
+        # 3 unhealthy checks in a row come or not by timing, and a new pool is no cure
+        # for a network that drops everything.
+        quiet_reason="postgresql was never unhealthy for the 3 checks in a row "
+        "postgres_pool_reset waits for",
     )  # fmt: skip
     # The degradation contract (DESIGN.md): PostgreSQL away pauses ingest and writeback only.
     assert pause <= LONGEST_PAUSE_S, (
