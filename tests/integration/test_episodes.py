@@ -25,8 +25,9 @@ pytestmark = pytest.mark.integration
 T0 = datetime(2026, 10, 5, 9, 0, tzinfo=UTC)
 AS_OF = datetime(2026, 12, 1, tzinfo=UTC)
 
-# (source_id, created_at, topics, version): a later version of a source_id is an edit.
-Memory = tuple[str, datetime, list[str], int]
+# (source_id, created_at, topics, version, person): a later version of a source_id is an
+# edit; the person, named mid-sentence, is an entity of the fallback enrichment.
+Memory = tuple[str, datetime, list[str], int, str | None]
 
 EPISODE_TABLES = {
     "episodes": "SELECT * FROM episodes ORDER BY episode_id",
@@ -43,14 +44,15 @@ def ingest(store: DuckDBStore, memories: list[Memory]) -> None:
         validate_record(
             source="jsonl",
             source_id=ident,
-            content=f"Note {version} on {' and '.join(topics) or 'nothing'}.",
+            content=f"Note {version} on {' and '.join(topics) or 'nothing'}"
+            + (f" with {person}." if person else "."),
             created_at=at,
             # An edit is newer than what is stored, so it replaces it (a new revision).
             updated_at=AS_OF - timedelta(days=30) + timedelta(seconds=version),
             metadata={"topics": topics, "importance": 0.5},
             max_content_bytes=65536,
         )
-        for ident, at, topics, version in memories
+        for ident, at, topics, version, person in memories
     ]
     with store.transaction() as con:
         write_batch(con, records, [], now=AS_OF)
@@ -72,6 +74,35 @@ def from_scratch(store: DuckDBStore, cfg: Settings) -> dict[str, list[tuple[Any,
     return snapshot(store)
 
 
+def grouped_by_the_rule(store: DuckDBStore, cfg: Settings) -> list[tuple[Any, ...]]:
+    """(uid, episode_id, position) by the documented rule, in Python, sorted by uid.
+
+    In time order, a memory starts an episode when it is the first, comes more than
+    the gap after the one before, or more than a sixth of the gap after it sharing no
+    topic and no entity with it; a run is cut every ``max_episode_size`` memories.
+    """
+    gap = cfg.pipeline.short_term.episode_gap_seconds
+    size = cfg.pipeline.short_term.max_episode_size
+    rows = store.execute(
+        "SELECT m.uid, m.created_at, e.topics, e.entities FROM memories m"
+        " JOIN enrichments e USING (uid) ORDER BY m.created_at, m.uid"
+    )
+    out: list[tuple[Any, ...]] = []
+    start = 0
+    for i, (uid, at, topics, entities) in enumerate(rows):
+        if i > 0:
+            _, before, prev_topics, prev_entities = rows[i - 1]
+            apart = (at - before).total_seconds()
+            unrelated = not set(topics) & set(prev_topics) and not (
+                set(entities) & set(prev_entities)
+            )
+            if apart > gap or (apart > gap / 6 and unrelated):
+                start = i
+        position = (i - start) % size
+        out.append((uid, "ep:" + rows[i - position][0], position))
+    return sorted(out)
+
+
 @pytest.fixture
 def cfg(monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.setenv("OLLAMA_URL", "http://127.0.0.1:1")
@@ -80,7 +111,9 @@ def cfg(monkeypatch: pytest.MonkeyPatch) -> Settings:
 
 def session(prefix: str, start: datetime, count: int, topics: list[str]) -> list[Memory]:
     """``count`` memories two minutes apart sharing ``topics``."""
-    return [(f"{prefix}{i}", start + timedelta(minutes=2 * i), topics, 0) for i in range(count)]
+    return [
+        (f"{prefix}{i}", start + timedelta(minutes=2 * i), topics, 0, None) for i in range(count)
+    ]
 
 
 def test_regrouping_an_unchanged_store_writes_nothing(store: DuckDBStore, cfg: Settings) -> None:
@@ -117,7 +150,7 @@ def test_memories_after_the_last_episode_write_only_their_rows(
     ingest(
         store,
         [
-            ("b4", last + timedelta(minutes=2), ["garden"], 0),
+            ("b4", last + timedelta(minutes=2), ["garden"], 0, None),
             *session("c", last + timedelta(hours=2), 3, ["music"]),
         ],
     )
@@ -143,7 +176,7 @@ def test_an_edit_before_the_last_episode_regroups_like_a_full_run(
         session("a", T0, 3, ["atlas"]) + session("b", T0 + timedelta(minutes=40), 3, ["atlas"]),
     )
     assert short_term(store, cfg)["episodes"] == 2  # a2 → b0: 36 minutes
-    ingest(store, [("a2", T0 + timedelta(minutes=20), ["atlas"], 1)])
+    ingest(store, [("a2", T0 + timedelta(minutes=20), ["atlas"], 1, None)])
 
     detail = short_term(store, cfg)
 
@@ -154,6 +187,7 @@ def test_an_edit_before_the_last_episode_regroups_like_a_full_run(
 
 
 _TOPICS = st.lists(st.sampled_from(["atlas", "garden", "music"]), max_size=2, unique=True)
+_PEOPLE = st.sampled_from([None, "Ana", "Ben"])
 # Minutes after the previous memory: within a sixth of the gap, within the gap, beyond it.
 _STEP = st.sampled_from([1, 4, 12, 29, 31, 240])
 
@@ -168,13 +202,13 @@ def _histories(draw: st.DrawFn) -> tuple[list[list[Memory]], int]:
         batch: list[Memory] = []
         for i in range(draw(st.integers(0, 8))):
             at += timedelta(minutes=draw(_STEP))
-            batch.append((f"m{b}-{i}", at, draw(_TOPICS), 0))
+            batch.append((f"m{b}-{i}", at, draw(_TOPICS), 0, draw(_PEOPLE)))
         if known:
-            for ident, when, _topics, version in draw(
+            for ident, when, _topics, version, _person in draw(
                 st.lists(st.sampled_from(known), max_size=3, unique_by=lambda m: m[0])
             ):
                 shift = timedelta(minutes=draw(st.integers(-60, 60)))
-                batch.append((ident, when + shift, draw(_TOPICS), version + 1))
+                batch.append((ident, when + shift, draw(_TOPICS), version + 1, draw(_PEOPLE)))
         known = list({m[0]: m for m in known + batch}.values())
         batches.append(batch)
     return batches, draw(st.integers(2, 5))
@@ -202,6 +236,7 @@ def test_incremental_regrouping_equals_a_full_one(
                 ingest(store, batch)
                 short_term(store, cfg)
             incremental = snapshot(store)
+            assert incremental["episode_members"] == grouped_by_the_rule(store, cfg)
             assert incremental == from_scratch(store, cfg)
         finally:
             store.close()

@@ -89,38 +89,41 @@ FROM enrichments e
 WHERE memories.uid = e.uid AND memories.revision = e.revision AND memories.needs_recompute
 """
 
+# Two sorts, not four: the lags and the row number share one ordered window;
+# a group's start is the latest break at or before a row (a running max over
+# the row number, an integer sort), so the position in the episode is
+# arithmetic and the episode's first memory is found by a join on its row
+# number. (Windows partitioned by group, then by group and chunk, sorted the
+# million rows twice more by (created_at, uid).)
 _EPISODES = """
 CREATE OR REPLACE TEMP TABLE episode_stage AS
 WITH ordered AS (
     SELECT m.uid, m.created_at, e.goal, e.topics, e.entities,
            COALESCE(s.importance, 0.5) AS importance,
+           row_number() OVER w AS rn,
            lag(m.created_at) OVER w AS prev_at,
            lag(e.topics) OVER w AS prev_topics,
            lag(e.entities) OVER w AS prev_entities
     FROM memories m JOIN enrichments e USING (uid) LEFT JOIN memory_state s USING (uid)
     WINDOW w AS (ORDER BY m.created_at, m.uid)
 ), flagged AS (
-    SELECT *, CASE
-        WHEN prev_at IS NULL THEN 1
-        WHEN epoch_us(created_at - prev_at) > $gap_us THEN 1
+    SELECT uid, created_at, goal, topics, importance, rn, CASE
+        WHEN prev_at IS NULL THEN true
+        WHEN epoch_us(created_at - prev_at) > $gap_us THEN true
         WHEN epoch_us(created_at - prev_at) > $gap_us / 6
              AND NOT list_has_any(topics, prev_topics)
-             AND NOT list_has_any(entities, prev_entities) THEN 1
-        ELSE 0 END AS brk
+             AND NOT list_has_any(entities, prev_entities) THEN true
+        ELSE false END AS brk
     FROM ordered
-), grouped AS (
-    SELECT *, sum(brk) OVER (ORDER BY created_at, uid ROWS UNBOUNDED PRECEDING) AS grp
+), placed AS (
+    -- Runs longer than max_size are cut every max_size rows from the group's start.
+    SELECT *, (rn - max(CASE WHEN brk THEN rn END) OVER (ORDER BY rn ROWS UNBOUNDED PRECEDING))
+              % $max_size AS pos
     FROM flagged
-), chunked AS (
-    SELECT *, (row_number() OVER (PARTITION BY grp ORDER BY created_at, uid) - 1)
-              // $max_size AS chunk
-    FROM grouped
 )
-SELECT uid, created_at, goal, topics, importance,
-       'ep:' || first_value(uid) OVER p AS episode_id,
-       CAST(row_number() OVER p - 1 AS INTEGER) AS position
-FROM chunked
-WINDOW p AS (PARTITION BY grp, chunk ORDER BY created_at, uid)
+SELECT p.uid, p.created_at, p.goal, p.topics, p.importance,
+       'ep:' || f.uid AS episode_id, CAST(p.pos AS INTEGER) AS position
+FROM placed p JOIN (SELECT rn, uid FROM placed WHERE pos = 0) f ON f.rn = p.rn - p.pos
 """
 
 _EPISODE_ROWS = """
