@@ -147,8 +147,8 @@ GROUP BY s.episode_id
 # The grouping is recomputed whole, but only the rows that differ are written.
 # Deleting every row of a table with a primary key and inserting the same keys
 # again costs DuckDB ~18 us a row at COMMIT (the index entries of the deleted
-# rows are removed one by one): 18 s of a 20 s regrouping at 1M memories,
-# ×20 the time at 100k. Most runs only add memories after the last episode, so
+# rows are removed one by one): 18 s of a 20-26 s regrouping at 1M memories
+# (0.3-2.8 s at 100k). Most runs only add memories after the last episode, so
 # almost every membership is unchanged; a changed one is an in-place UPDATE of
 # columns outside the key, and a key is deleted only when it is really gone.
 # The tables end up equal to the full recomputation either way.
