@@ -196,3 +196,16 @@ def test_default_grace_is_the_group_wait(store: DuckDBStore) -> None:
     env.manager.fire(DOWN)
     env.run(1000)
     assert statuses(env) == ["firing"]
+
+
+def test_an_overdue_repeat_waits_until_what_still_fires_is_known(store: DuckDBStore) -> None:
+    """Restarted past the repeat interval, a restored alert fired again repeats once the
+    grace and a settle time are over, not at the first tick."""
+    before, _ = told_firing(store)
+    env = restart(store, before, down_s=2 * 3600)
+    env.run(3)
+    env.manager.fire(DOWN)
+    env.run(GRACE + 30 - 5)
+    assert statuses(env) == ["firing"]
+    env.run(10)
+    assert statuses(env) == ["firing", "firing"]

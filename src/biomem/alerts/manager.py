@@ -61,7 +61,7 @@ from biomem.alerts.model import (
 )
 from biomem.alerts.model import fingerprint as fingerprint_of
 from biomem.alerts.outbox import NewNotification, Notification, NotificationStatus, Outbox
-from biomem.alerts.restore import told_firing
+from biomem.alerts.restore import expire_restored, restore, told_firing
 from biomem.alerts.silences import Silence, Silences, SilenceStore, new_silence
 from biomem.resilience.clock import Clock
 
@@ -170,53 +170,20 @@ class AlertManager:
         except Exception:  # an unreadable store must not stop the daemon; nothing restored
             log.warning("alert_restore_failed", exc_info=True)
             return
-        now, wall = self._clock.monotonic(), self._wall()
-        t = self._timing
-        for item in restored:
-            alert = Alert(
-                fingerprint=item.fingerprint,
-                labels=item.labels,
-                annotations=item.annotations,
-                starts_at=item.starts_at,
-                notified=AlertStatus.FIRING,
-                restored_until=None if item.labels["alertname"] in keep else now + grace_s,
-                told_to=item.told_to,
-            )
-            self._alerts[item.fingerprint] = alert
-            group = self._group_for(item.labels)
-            group.fingerprints[item.fingerprint] = None
-            for receiver in item.told_to:
-                group.told[receiver] = group.told.get(receiver, frozenset()) | {item.fingerprint}
-            # The last notification on this clock; a repeat waits until the grace and a
-            # settle time are over, when what still fires is known.
-            told = now - max(0.0, (wall - item.told_at).total_seconds())
-            hold = now + grace_s + t.resolve_settle_s - t.repeat_interval_s
-            last = min(now, max(told, hold))
-            group.last_flush = last if group.last_flush is None else max(group.last_flush, last)
-            log.info(
-                "alert_restored",
-                alertname=item.labels["alertname"],
-                fingerprint=item.fingerprint,
-                receivers=sorted(item.told_to),
-                until=None if alert.restored_until is None else grace_s,
-            )
-
-    def _expire_restored(self, now: float, wall: datetime) -> None:
-        """Resolve the restored alerts no source fired again within the grace."""
-        for alert in self._alerts.values():
-            if alert.restored_until is not None and now >= alert.restored_until:
-                alert.restored_until = None
-                if alert.status is AlertStatus.FIRING:
-                    alert.status, alert.ends_at, alert.resolved_mono = (
-                        AlertStatus.RESOLVED,
-                        wall,
-                        now,
-                    )
-                    log.info(
-                        "alert_restore_expired",
-                        alertname=alert.labels["alertname"],
-                        fingerprint=alert.fingerprint,
-                    )
+        for alert, last_flush in restore(
+            restored,
+            now=self._clock.monotonic(),
+            wall=self._wall(),
+            timing=self._timing,
+            grace_s=grace_s,
+            keep=keep,
+        ):
+            self._alerts[alert.fingerprint] = alert
+            mine = self._group_for(alert.labels)  # today's grouping, whatever it was then
+            mine.fingerprints[alert.fingerprint] = None
+            for receiver in alert.told_to or ():
+                mine.told[receiver] = mine.told.get(receiver, frozenset()) | {alert.fingerprint}
+            mine.last_flush = max(mine.last_flush or last_flush, last_flush)
 
     # ----------------------------------------------------------------- alerts
 
@@ -347,7 +314,7 @@ class AlertManager:
         wall = self._wall()
         self._silences.prune(wall)
         with self._lock:
-            self._expire_restored(now, wall)
+            expire_restored(self._alerts.values(), now, wall)
             items: list[NewNotification] = []
             flushed: list[tuple[Group, Flush, dict[str, frozenset[str]]]] = []
             for group in list(self._groups.values()):

@@ -17,17 +17,18 @@ later row about the same alert), and a FAILED one was refused for good.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import structlog
 
+from biomem.alerts.grouping import Alert, Timing
 from biomem.alerts.model import AlertStatus
 from biomem.alerts.outbox import Notification
 
-__all__ = ["Restored", "told_firing"]
+__all__ = ["Restored", "expire_restored", "restore", "told_firing"]
 
 log: structlog.typing.FilteringBoundLogger = structlog.get_logger(__name__)
 
@@ -110,3 +111,57 @@ def told_firing(latest: Iterable[Notification]) -> list[Restored]:
             )
         )
     return out
+
+
+def restore(
+    restored: Iterable[Restored],
+    *,
+    now: float,
+    wall: datetime,
+    timing: Timing,
+    grace_s: float,
+    keep: frozenset[str],
+) -> Iterator[tuple[Alert, float]]:
+    """Each restored alert as the manager's state (already notified, ``told_to`` the
+    receivers told) and when its group was last notified, on the clock ``now`` reads.
+
+    Alerts named in ``keep`` wait for no source: they stay firing until resolved.
+    """
+    for item in restored:
+        alert = Alert(
+            fingerprint=item.fingerprint,
+            labels=item.labels,
+            annotations=item.annotations,
+            starts_at=item.starts_at,
+            notified=AlertStatus.FIRING,
+            restored_until=None if item.labels["alertname"] in keep else now + grace_s,
+            told_to=item.told_to,
+        )
+        # The last notification on this clock, so group_interval and repeat go on;
+        # but a repeat waits until the grace and a settle time are over, when what
+        # still fires is known.
+        told = now - max(0.0, (wall - item.told_at).total_seconds())
+        hold = now + grace_s + timing.resolve_settle_s - timing.repeat_interval_s
+        log.info(
+            "alert_restored",
+            alertname=item.labels["alertname"],
+            fingerprint=item.fingerprint,
+            receivers=sorted(item.told_to),
+            grace_s=None if alert.restored_until is None else grace_s,
+        )
+        yield alert, min(now, max(told, hold))
+
+
+def expire_restored(alerts: Iterable[Alert], now: float, wall: datetime) -> None:
+    """Resolve the restored alerts no source fired again before their grace ended."""
+    for alert in alerts:
+        if alert.restored_until is None or now < alert.restored_until:
+            continue
+        alert.restored_until = None
+        if alert.status is AlertStatus.FIRING:
+            alert.status, alert.ends_at, alert.resolved_mono = AlertStatus.RESOLVED, wall, now
+            log.info(
+                "alert_restore_expired",
+                alertname=alert.labels["alertname"],
+                fingerprint=alert.fingerprint,
+            )
