@@ -32,6 +32,7 @@ from biomem.alerts import (
     SilenceStore,
     WebhookDeliverer,
 )
+from biomem.alerts.adapters import NOT_REFIRED
 from biomem.app import App
 from biomem.bounded import BoundedReader
 from biomem.config import AlertSettings
@@ -85,6 +86,13 @@ class AlertService:
         silences = SilenceStore(app.store)
         silences.ensure_schema()
         self.receivers = receivers_from_settings(settings)
+        # Alerts told firing before a restart wait this long for their source to fire
+        # them again: two health checks (the first may run before a dependency answers)
+        # and at least the group wait, which the README sizes to how long an incident's
+        # alerts take to fire (a breaker opens some checks after the check fails).
+        grace = settings.restore_grace_seconds
+        if grace is None:
+            grace = max(2 * app.settings.health.check_interval_seconds, settings.group_wait_seconds)
         self.manager = AlertManager(
             clock=app.guards.clock,
             wall_clock=_now,
@@ -99,6 +107,8 @@ class AlertService:
             # together are grouped whatever their name.
             group_by=(),
             silence_store=silences,
+            restore_grace_s=grace,
+            restore_keep=NOT_REFIRED,
         )
         self._http = httpx.Client()
         self.deliverer = WebhookDeliverer(

@@ -356,3 +356,130 @@ def test_sigkill_with_undelivered_notifications_delivers_them_once_after_restart
     assert heard, "nothing about ollama was delivered"
     for statuses in heard.values():
         assert statuses[0] == "firing" and statuses.index("resolved") == len(statuses) - 1
+
+
+def restart_env(tmp_path: Path, ollama: FakeOllama, oncall: WebhookServer) -> dict[str, str]:
+    """A daemon whose receiver takes ollama's alerts only, with short checks and waits."""
+    config = tmp_path / "biomem.toml"
+    config.write_text(
+        f"""
+[resilience.ollama]
+open_seconds = 5
+
+[[alerts.receivers]]
+name = "ollama-oncall"
+url = "{oncall.url}"
+secret_env = "ONCALL_WEBHOOK_SECRET"
+matchers = {{ component = "ollama" }}
+""",
+        encoding="utf-8",
+    )
+    env = {
+        "OLLAMA_URL": ollama.url,
+        "BIOMEM_CONFIG_FILE": str(config),
+        "ONCALL_WEBHOOK_SECRET": ONCALL_SECRET,
+        "HEALTH_CHECK_INTERVAL_SECONDS": "1",
+        # Sized as the README says: long enough for the breaker to open after the check
+        # fails (up to 10 checks). The restore grace is derived from it (max(2 s, 30 s)).
+        "ALERT_GROUP_WAIT": "30s",
+        "ALERT_GROUP_INTERVAL": "5s",
+        "ALERT_RESOLVE_SETTLE": "5s",
+    }
+    assert run_cli("ingest", str(SAMPLES), env=env).returncode == 0
+    return env
+
+
+def told_firing_then_stopped(
+    tmp_path: Path, env: dict[str, str], ollama: FakeOllama, oncall: WebhookServer
+) -> dict[str, str]:
+    """Run a daemon, stop Ollama, wait until ollama's alerts are delivered firing, SIGTERM
+    the daemon; the fingerprints the receiver was last told are firing, with startsAt."""
+    daemon = Daemon(env, tmp_path / "first.log")
+    try:
+        daemon.start()
+        wait_for(lambda: ready(daemon), timeout_s=90, what="the first pass, ollama healthy")
+        ollama.refuse()
+        wait_for(lambda: breaker_open(daemon), timeout_s=60, what="ollama's breaker open")
+
+        def told_both() -> bool:
+            names = {n for p in oncall.payloads() for n in alert_names(p)}
+            return {"CircuitOpen", "ComponentUnhealthy"} <= names
+
+        wait_for(told_both, timeout_s=90, what="ollama's alerts delivered firing")
+        assert daemon.stop() == 0, daemon.log_tail()
+    finally:
+        daemon.close()
+    last = oncall.payloads()[-1]
+    assert last["status"] == "firing"
+    return {a["fingerprint"]: a["startsAt"] for a in last["alerts"] if a["status"] == "firing"}
+
+
+@pytest.fixture
+def oncall() -> Iterator[WebhookServer]:
+    server = WebhookServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_restart_after_the_incident_ended_sends_one_resolved(
+    tmp_path: Path, ollama: FakeOllama, oncall: WebhookServer
+) -> None:
+    """Firing told, daemon stopped (SIGTERM), Ollama back, daemon started again: the
+    receiver gets exactly one resolved notification for the alerts, no second firing."""
+    env = restart_env(tmp_path, ollama, oncall)
+    told = told_firing_then_stopped(tmp_path, env, ollama, oncall)
+    before = len(oncall.requests)
+    ollama.restart()
+    daemon = Daemon(env, tmp_path / "second.log")
+    try:
+        daemon.start()
+        wait_for(
+            lambda: len(oncall.requests) > before, timeout_s=120, what="the resolved notification"
+        )
+        # A second notification (a firing, another resolved) would come within a group
+        # interval and a settle time.
+        time.sleep(5 + 5 + 2)
+        assert daemon.stop() == 0, daemon.log_tail()
+    finally:
+        daemon.close()
+    seen: set[str] = set()
+    payloads = [accept(r, ONCALL_SECRET, seen) for r in oncall.requests]
+    (resolved,) = payloads[before:]
+    assert resolved["status"] == "resolved"
+    assert {a["fingerprint"]: a["startsAt"] for a in resolved["alerts"]} == told
+    assert all(a["status"] == "resolved" for a in resolved["alerts"])
+    assert all(a["endsAt"] > a["startsAt"] for a in resolved["alerts"])
+
+
+def test_restart_during_the_incident_sends_no_second_firing(
+    tmp_path: Path, ollama: FakeOllama, oncall: WebhookServer
+) -> None:
+    """Firing told, daemon restarted while Ollama is still down: nothing is sent while the
+    incident lasts (no second firing); Ollama back, one resolved notification."""
+    env = restart_env(tmp_path, ollama, oncall)
+    told = told_firing_then_stopped(tmp_path, env, ollama, oncall)
+    before = len(oncall.requests)
+    daemon = Daemon(env, tmp_path / "second.log")
+    try:
+        daemon.start()
+        wait_for(lambda: breaker_open(daemon), timeout_s=60, what="ollama's breaker open again")
+        # The restore grace (30 s), a settle time and a group interval: a restored alert
+        # that was not fired again would be resolved by now, a new firing sent.
+        time.sleep(30 + 5 + 5 + 2)
+        assert len(oncall.requests) == before, oncall.payloads()[before:]
+        ollama.restart()
+        wait_for(
+            lambda: len(oncall.requests) > before, timeout_s=120, what="the resolved notification"
+        )
+        time.sleep(5 + 5 + 2)
+        assert daemon.stop() == 0, daemon.log_tail()
+    finally:
+        daemon.close()
+    seen: set[str] = set()
+    payloads = [accept(r, ONCALL_SECRET, seen) for r in oncall.requests]
+    (resolved,) = payloads[before:]
+    assert resolved["status"] == "resolved"
+    assert {a["fingerprint"]: a["startsAt"] for a in resolved["alerts"]} == told

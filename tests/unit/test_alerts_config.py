@@ -75,6 +75,18 @@ def test_group_interval_defaults_to_five_minutes_and_reads_durations(
         load_settings()
 
 
+def test_restore_grace_is_unset_by_default_and_reads_durations(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ALERT_RESTORE_GRACE: unset (the daemon derives it) by default, durations otherwise."""
+    assert load_settings().alerts.restore_grace_seconds is None
+    monkeypatch.setenv("ALERT_RESTORE_GRACE", "2m")
+    assert load_settings().alerts.restore_grace_seconds == 120
+    monkeypatch.setenv("ALERT_RESTORE_GRACE", "later")
+    with pytest.raises(ConfigurationError, match="ALERT_RESTORE_GRACE"):
+        load_settings()
+
+
 @pytest.mark.parametrize(
     ("toml", "env", "names", "hidden"),
     [

@@ -30,7 +30,7 @@ from biomem.health.model import ComponentHealth, HealthSnapshot, Status, StatusT
 from biomem.resilience.breaker import BreakerEvent, BreakerState, StateTransition
 from biomem.resilience.deadletter import DeadLetterDead, DeadLetterEvent
 
-__all__ = ["AlertAdapters"]
+__all__ = ["NOT_REFIRED", "AlertAdapters"]
 
 log: structlog.typing.FilteringBoundLogger = structlog.get_logger(__name__)
 
@@ -47,6 +47,10 @@ _RESOURCES: Final = {
     "cpu": "cpuUtilization",
     "fds": "openFileDescriptors",
 }
+# Alertnames no source fires again when the daemon starts (a dead letter turns dead
+# once; only a person ends it): the manager keeps them firing across a restart
+# rather than resolve them after its restore grace (see biomem.alerts.manager).
+NOT_REFIRED: Final = ("DeadLetterDead",)
 _OPEN_STATES: Final = (BreakerState.OPEN, BreakerState.FORCED_OPEN)
 _CLOSED_STATES: Final = (BreakerState.CLOSED, BreakerState.DISABLED, BreakerState.METRICS_ONLY)
 

@@ -75,6 +75,12 @@ class Alert:
     # Its firing notification came due; if writing it failed (the store unwritable, say
     # on a full disk), receivers are still owed the incident once it resolves.
     owed: bool = False
+    # Restored at start from the outbox (receivers were told it is firing before a
+    # restart): resolved at this monotonic time unless its source fires it again first.
+    restored_until: float | None = None
+    # Restored: the receivers told it is firing, the only ones its resolution is owed
+    # to (another may have heard it resolved already). None: every accepting receiver.
+    told_to: frozenset[str] | None = None
 
     def view(self, *, as_firing: bool = False) -> AlertView:
         """The alert for a notification; ``as_firing``: as receivers still know it (settling)."""

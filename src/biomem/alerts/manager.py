@@ -21,6 +21,21 @@ Nothing here runs by itself: the daemon calls :meth:`AlertManager.tick`
 (every second, say) and a :class:`~biomem.alerts.webhook.WebhookDeliverer`
 sends what the outbox holds. Alert state is in memory; the outbox and the
 silences are durable.
+
+Restarts: at start the manager restores the alerts receivers were last told
+are firing, from the newest outbox notification per receiver and group (see
+:mod:`biomem.alerts.restore`), as already notified: same fingerprint, same
+startsAt, each with the receivers it was told to. A restored alert that its
+source fires again (the health checks, breakers and resource readings of the
+new process fire on the current state) simply goes on: nothing is sent. One
+that is not fired again within ``restore_grace_s`` of the start is resolved
+then, and its resolution goes the normal way (settle, group interval): one
+resolved notification, with endsAt, to the receivers told it was firing and
+only to them. Alertnames in ``restore_keep`` (``DeadLetterDead``: no source
+fires it again, only a person ends it) stay firing until resolved. The group's
+last notification time is carried over from the outbox, so group_interval and
+repeat_interval go on across the restart (a repeat waits until the grace and a
+settle time have passed, when what is still firing is known).
 """
 
 from __future__ import annotations
@@ -28,7 +43,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
@@ -46,6 +61,7 @@ from biomem.alerts.model import (
 )
 from biomem.alerts.model import fingerprint as fingerprint_of
 from biomem.alerts.outbox import NewNotification, Notification, NotificationStatus, Outbox
+from biomem.alerts.restore import expire_restored, restore, told_firing
 from biomem.alerts.silences import Silence, Silences, SilenceStore, new_silence
 from biomem.resilience.clock import Clock
 
@@ -95,6 +111,12 @@ class AlertManager:
     Args:
         silence_store: where silences are kept; its active ones are loaded now.
             None keeps them in memory only (tests).
+        restore_grace_s: how long after start a restored alert (told firing before a
+            restart) waits for its source to fire it again before it is resolved;
+            None: ``group_wait_s`` (the daemon passes more, see
+            :class:`~biomem.alerting.AlertService`).
+        restore_keep: alertnames whose restored alerts are never resolved by the
+            grace, because no source fires them again at start.
     """
 
     def __init__(
@@ -112,6 +134,8 @@ class AlertManager:
         group_by: Sequence[str] = ("alertname",),
         recent_max: int = 50,
         silence_store: SilenceStore | None = None,
+        restore_grace_s: float | None = None,
+        restore_keep: Collection[str] = (),
     ) -> None:
         self._timing = Timing(
             group_wait_s=float(group_wait_s),
@@ -132,6 +156,34 @@ class AlertManager:
         self._recent: deque[dict[str, Any]] = deque(maxlen=recent_max)
         self._enqueued = 0
         self._undelivered = 0  # last count read, shown if the store cannot answer
+        grace = self._timing.group_wait_s if restore_grace_s is None else float(restore_grace_s)
+        if not grace >= 0:
+            raise ValueError(f"AlertManager.restore_grace_s must be ≥ 0, got {restore_grace_s!r}")
+        self._restore(grace, frozenset(restore_keep))
+
+    # ----------------------------------------------------------------- restart
+
+    def _restore(self, grace_s: float, keep: frozenset[str]) -> None:
+        """Take back the alerts receivers were last told are firing (see the module doc)."""
+        try:
+            restored = told_firing(self._outbox.latest())
+        except Exception:  # an unreadable store must not stop the daemon; nothing restored
+            log.warning("alert_restore_failed", exc_info=True)
+            return
+        for alert, last_flush in restore(
+            restored,
+            now=self._clock.monotonic(),
+            wall=self._wall(),
+            timing=self._timing,
+            grace_s=grace_s,
+            keep=keep,
+        ):
+            self._alerts[alert.fingerprint] = alert
+            mine = self._group_for(alert.labels)  # today's grouping, whatever it was then
+            mine.fingerprints[alert.fingerprint] = None
+            for receiver in alert.told_to or ():
+                mine.told[receiver] = mine.told.get(receiver, frozenset()) | {alert.fingerprint}
+            mine.last_flush = max(mine.last_flush or last_flush, last_flush)
 
     # ----------------------------------------------------------------- alerts
 
@@ -157,6 +209,10 @@ class AlertManager:
                 log.info("alert_firing", alertname=clean["alertname"], fingerprint=fp)
                 return fp
             alert.annotations = notes
+            if alert.restored_until is not None:
+                # Restored at start and fired again: the incident goes on, receivers know.
+                alert.restored_until = None
+                log.info("alert_restore_confirmed", alertname=clean["alertname"], fingerprint=fp)
             if alert.status is AlertStatus.RESOLVED:
                 # Fired again before the resolution settled: it never stopped, as
                 # far as receivers know; no resolved, no new firing (flap damping).
@@ -258,6 +314,7 @@ class AlertManager:
         wall = self._wall()
         self._silences.prune(wall)
         with self._lock:
+            expire_restored(self._alerts.values(), now, wall)
             items: list[NewNotification] = []
             flushed: list[tuple[Group, Flush, dict[str, frozenset[str]]]] = []
             for group in list(self._groups.values()):
@@ -272,6 +329,10 @@ class AlertManager:
             if items:
                 self._outbox.enqueue(items, now=wall)
             for group, flush, told in flushed:
+                for alert in flush.firing + flush.settling:
+                    if alert.told_to is not None:  # restored: its resolution is owed to
+                        # every receiver that now knows it is firing
+                        alert.told_to |= {r for r, fps in told.items() if alert.fingerprint in fps}
                 for alert in flush.firing:
                     alert.notified = AlertStatus.FIRING
                 for alert in flush.settled:
@@ -296,7 +357,9 @@ class AlertManager:
             settled = [
                 (a, False)
                 for a in flush.settled
-                if receiver.send_resolved and receiver.accepts(a.labels)
+                if receiver.send_resolved
+                and receiver.accepts(a.labels)
+                and (a.told_to is None or receiver.name in a.told_to)
             ]
             now_firing = frozenset(a.fingerprint for a, _ in firing)
             before = group.told.get(receiver.name, frozenset())

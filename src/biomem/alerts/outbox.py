@@ -273,6 +273,16 @@ class Outbox:
             ).fetchall()
         return [_decode(r) for r in rows]
 
+    def latest(self) -> builtins.list[Notification]:
+        """The newest row per receiver and group, in enqueue order, whatever its status:
+        what each receiver was last told of each group (see :mod:`biomem.alerts.restore`)."""
+        with self._transactions.transaction() as con:
+            rows = con.execute(
+                f"SELECT {_COLUMNS} FROM alert_outbox QUALIFY row_number() "
+                "OVER (PARTITION BY receiver, group_key ORDER BY seq DESC) = 1 ORDER BY seq"
+            ).fetchall()
+        return [_decode(r) for r in rows]
+
     def undelivered(self, limit: int = 100) -> builtins.list[Notification]:
         """PENDING and FAILED rows (never delivered), in enqueue order."""
         with self._transactions.transaction() as con:

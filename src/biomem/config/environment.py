@@ -172,6 +172,12 @@ class EnvSettings(BaseSettings):
         alias="ALERT_RESOLVE_SETTLE",
         description='a duration such as "30s" (how long a resolution is held against flapping)',
     )
+    alert_restore_grace: str | None = Field(
+        default=None,
+        alias="ALERT_RESTORE_GRACE",
+        description='a duration such as "1m" (how long an alert told firing before a restart '
+        "waits to fire again before it is resolved), or unset",
+    )
     automated_recovery_enabled: bool = Field(
         default=True, alias="AUTOMATED_RECOVERY_ENABLED", description="true or false"
     )
@@ -206,10 +212,16 @@ class EnvSettings(BaseSettings):
         return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator(
-        "alert_group_wait", "alert_group_interval", "alert_repeat_interval", "alert_resolve_settle"
+        "alert_group_wait",
+        "alert_group_interval",
+        "alert_repeat_interval",
+        "alert_resolve_settle",
+        "alert_restore_grace",
     )
     @classmethod
-    def _duration(cls, value: str) -> str:
+    def _duration(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         text = value.strip()
         try:
             seconds = duration_seconds(text)

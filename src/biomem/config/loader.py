@@ -72,6 +72,11 @@ def load_settings() -> Settings:
             repeat_interval_seconds=duration_seconds(env.alert_repeat_interval),
             resolve_settle_seconds=duration_seconds(env.alert_resolve_settle),
             group_interval_seconds=duration_seconds(env.alert_group_interval),
+            restore_grace_seconds=(
+                None
+                if env.alert_restore_grace is None
+                else duration_seconds(env.alert_restore_grace)
+            ),
             receivers=_receivers(file.alerts, env.biomem_config_file, os.environ),
         ),
         recovery=RecoverySettings(

@@ -81,6 +81,9 @@ class AlertSettings(_Group):
     repeat_interval_seconds: float
     resolve_settle_seconds: float
     group_interval_seconds: float = 300.0
+    # After a restart, how long an alert receivers were told is firing waits to be
+    # fired again before it is resolved; None: max(2 x check interval, group wait).
+    restore_grace_seconds: float | None = None
     receivers: list[AlertReceiver] = []
 
 
