@@ -186,6 +186,42 @@ def test_lsh_network_depends_on_the_data_not_the_runs(store: DuckDBStore, tmp_pa
         fresh.close()
 
 
+def test_lsh_band_by_band_merge_equals_one_top_k_over_every_band(store: DuckDBStore) -> None:
+    """The network keeps only the best k a vector has after each band; the result is the
+    same as one top k over the candidate pairs of every band at once (the reference below,
+    written with the module's own band query)."""
+    from biomem.pipeline.semantic_network import _band_pairs
+
+    vectors = clustered(25, 8, seed=11, spread=0.6)  # loose: bands disagree, ties happen
+    put(store, vectors)
+    knobs = {"exact_max": 10, "lsh_bands": 5, "lsh_bits": 10, "lsh_window": 8}
+    build(store, **knobs)
+    got = edges(store)
+    with store.transaction() as con:
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE knn_ids AS SELECT uid,"
+            " CAST(row_number() OVER (ORDER BY uid) AS INTEGER) AS id FROM embeddings"
+        )
+        con.execute("CREATE OR REPLACE TEMP TABLE knn_pairs (a INTEGER, b INTEGER, sim FLOAT)")
+        for band in range(5):
+            con.execute(_band_pairs(band, 4), {"min_cosine": 0.5})
+        reference = con.execute(
+            """
+            WITH p AS (SELECT DISTINCT a, b, sim FROM knn_pairs),
+            d AS (SELECT a, b, sim FROM p UNION ALL SELECT b, a, sim FROM p),
+            r AS (SELECT a, b, sim, row_number() OVER (PARTITION BY a ORDER BY sim DESC, b)
+                  AS rank FROM d)
+            SELECT x.uid, y.uid, CAST(r.sim AS DOUBLE), CAST(r.rank AS INTEGER)
+            FROM r JOIN knn_ids x ON x.id = r.a JOIN knn_ids y ON y.id = r.b
+            WHERE r.rank <= 3 ORDER BY x.uid, r.rank
+            """
+        ).fetchall()
+        con.execute("DROP TABLE knn_pairs")
+        con.execute("DROP TABLE knn_ids")
+    assert len(reference) > 100
+    assert got == reference
+
+
 def test_crossing_exact_max_switches_modes_and_rebuilds(store: DuckDBStore) -> None:
     """A group that grows past exact_max is rebuilt by LSH; shrinking back below it rebuilds
     the exact network, so no approximate edge outlives the switch."""

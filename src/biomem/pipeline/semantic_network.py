@@ -195,12 +195,28 @@ def _band_pairs(band: int, half_window: int) -> str:
     """
 
 
+# After each band, its pairs (both ways) are merged with the best k a vector has so
+# far: the top k of a union is the top k of (the top k of one part ∪ the other), so
+# the result equals one top k over every band's pairs, while the table holds at
+# most k + window pairs a vector instead of bands × window (at a million vectors
+# the pairs of all 8 bands at once, doubled for both directions, ran DuckDB out
+# of its memory limit).
+_LSH_MERGE = f"""
+CREATE OR REPLACE TEMP TABLE knn_merged AS
+SELECT a, t.b AS b, t.s AS sim FROM (
+    SELECT a, unnest({_TOP}) AS t FROM (
+        SELECT DISTINCT a, b, sim FROM (
+            SELECT a, b, sim FROM knn_pairs
+            UNION ALL SELECT b AS a, a AS b, sim FROM knn_pairs
+            UNION ALL SELECT a, b, sim FROM knn_best
+        )
+    ) GROUP BY a
+)
+"""
+
 _LSH_TOP = f"""
 CREATE OR REPLACE TEMP TABLE knn_top AS
-WITH p AS (SELECT DISTINCT a, b, sim FROM knn_pairs)
-SELECT a, {_TOP} AS top FROM (
-    SELECT a, b, sim FROM p UNION ALL SELECT b AS a, a AS b, sim FROM p
-) GROUP BY a
+SELECT a, {_TOP} AS top FROM knn_best GROUP BY a
 """
 
 _TEMPS = (
@@ -211,6 +227,8 @@ _TEMPS = (
     "knn_top",
     "knn_new",
     "knn_pairs",
+    "knn_best",
+    "knn_merged",
 )
 
 
@@ -284,9 +302,13 @@ def _lsh(con: Any, cfg: LongTermSettings, params: dict[str, Any]) -> int:
     layout = {"bands": cfg.lsh_bands, "bits": cfg.lsh_bits}
     con.execute(_PLANES, {"dim": params["dim"], **layout})
     con.execute(_CODES, {**params, **layout})
-    con.execute("CREATE OR REPLACE TEMP TABLE knn_pairs (a INTEGER, b INTEGER, sim FLOAT)")
+    con.execute("CREATE OR REPLACE TEMP TABLE knn_best (a INTEGER, b INTEGER, sim FLOAT)")
     for band in range(cfg.lsh_bands):
+        con.execute("CREATE OR REPLACE TEMP TABLE knn_pairs (a INTEGER, b INTEGER, sim FLOAT)")
         con.execute(_band_pairs(band, cfg.lsh_window // 2), {"min_cosine": cfg.min_cosine})
+        con.execute(_LSH_MERGE, {"k": cfg.neighbours})
+        con.execute("DROP TABLE knn_best")
+        con.execute("ALTER TABLE knn_merged RENAME TO knn_best")
     con.execute(_LSH_TOP, {"k": cfg.neighbours})
     con.execute(_NEW_EDGES)
     for statement in _REBUILD_WRITE:
