@@ -274,6 +274,38 @@ async def test_open_postgres_breaker_is_reported_without_a_call(
     assert postgres.details["pool"].get("connections_num", 0) == before
 
 
+async def test_half_open_breaker_with_its_trials_taken_is_still_unhealthy(
+    pg_clean_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, apps: list[App]
+) -> None:
+    """Half-open with every trial slot held by other callers, postgresql is still reported
+    unhealthy: nothing has got through yet (degraded here made an outage look like
+    unhealthy / degraded / unhealthy, and recovery's 3-in-a-row never fired)."""
+    from biomem.resilience._breaker_model import BreakerState
+
+    app = open_health_app(monkeypatch, tmp_path, apps, POSTGRES_DB_URL=pg_clean_url)
+    breaker = app.guards.postgresql.breaker
+    breaker._transition(BreakerState.HALF_OPEN)
+    release = threading.Event()
+    held: list[threading.Thread] = []
+    for _ in range(breaker.config.permitted_calls_in_half_open):
+        thread = threading.Thread(target=breaker.call, args=(release.wait,), daemon=True)
+        thread.start()
+        held.append(thread)
+    try:
+        deadline = time.monotonic() + 10
+        while breaker._trials_admitted < len(held):  # the trials are in
+            assert time.monotonic() < deadline, "the trial calls never started"
+            time.sleep(0.01)
+        postgres = component(await check_all(app), "postgresql")
+    finally:
+        release.set()
+        for thread in held:
+            thread.join(5)
+    assert breaker.state is BreakerState.HALF_OPEN or breaker.state is BreakerState.CLOSED
+    assert postgres.status is Status.UNHEALTHY
+    assert postgres.output is not None and "half-open" in postgres.output
+
+
 async def test_no_secret_in_any_component(
     fake_ollama: FakeOllama, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, apps: list[App]
 ) -> None:

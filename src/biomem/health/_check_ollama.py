@@ -121,9 +121,15 @@ class OllamaCheck(BaseCheck):
                 " fallback heuristics in use",
             )
         except CircuitOpenError:
-            # Opened meanwhile, or half-open with every trial slot taken by the stages.
+            # Opened meanwhile, or half-open with every trial slot taken by the stages:
+            # still down until a trial gets through (reporting it degraded here made the
+            # status alternate through an outage, and recovery never saw it in a row).
             if self.app.guards.ollama.breaker.state is BreakerState.HALF_OPEN:
-                return Status.DEGRADED, "ollama breaker half-open: trial calls in progress"
+                return (
+                    Status.UNHEALTHY,
+                    "ollama breaker half-open: trial calls in progress, none through yet;"
+                    " fallback heuristics in use",
+                )
             return Status.UNHEALTHY, "ollama breaker open: fallback heuristics in use"
         except BiomemError as exc:
             return (

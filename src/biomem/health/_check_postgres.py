@@ -60,13 +60,16 @@ class PostgresCheck(BaseCheck):
         try:
             await self._in_thread(select_one)
         except CircuitOpenError:
-            # Opened meanwhile, or half-open with every trial slot taken by others.
+            # Opened meanwhile, or half-open with every trial slot taken by others: still
+            # down until a trial gets through (reporting it degraded here made the status
+            # alternate through an outage, and recovery never saw it in a row).
             half_open = breaker.state is BreakerState.HALF_OPEN
             details["breaker"] = _breaker_details(breaker)
             return self._result(
-                Status.DEGRADED if half_open else Status.UNHEALTHY,
+                Status.UNHEALTHY,
                 started,
-                output="breaker half-open: trial calls in progress"
+                output="breaker half-open: trial calls in progress, none through yet;"
+                " ingest and writeback wait"
                 if half_open
                 else "postgresql breaker open: ingest and writeback wait",
                 details=details,
