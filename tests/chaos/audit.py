@@ -228,7 +228,7 @@ class Expected:
     reason: str | None = None
 
 
-# Why a rule that is allowed to act may not: the triggers' thresholds (config defaults).
+# Actions that cannot run in the scenarios, and the skip (outcome, reason) they must record.
 _ACTIONS_NEVER_DONE = {
     # No restart command is configured in the scenarios: the action must say so, never
     # pretend (issue 7: "the action is unavailable when none is configured").

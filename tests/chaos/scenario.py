@@ -193,14 +193,14 @@ class Scenario:
     def heal(self, what: str) -> None:
         self.t_heal, self.wall_heal = time.monotonic(), datetime.now(UTC)
         self.figures.facts.setdefault("timeline", []).append(("heal", what))
+        if self.t_fault is not None:
+            self.figures.facts["fault_lasted_s"] = round_s(self.t_heal - self.t_fault)
 
     def fault_window(self) -> tuple[datetime, datetime] | None:
         """When the fault began and ended (wall clock), once both happened."""
         if self.wall_fault is None or self.wall_heal is None:
             return None
         return self.wall_fault, self.wall_heal
-        if self.t_fault is not None:
-            self.figures.facts["fault_lasted_s"] = round_s(self.t_heal - self.t_fault)
 
     @property
     def watch(self) -> Watcher:
