@@ -140,3 +140,10 @@ def test_order_of_verdicts_disabled_guard_cooldown_limit() -> None:
     assert decide(state, r, 1.0, enabled=True, guard=True) is Verdict.GUARD
     assert decide(state, r, 1.0, enabled=True, guard=False) is Verdict.COOLDOWN
     assert decide(state, r, 101.0, enabled=True, guard=False) is Verdict.ATTEMPT_LIMIT
+
+
+def test_guard_spares_rules_about_the_machine() -> None:
+    """A rule on system_resources acts on the shared cause: the guard does not hold it."""
+    machine = rule(component="system_resources")
+    assert decide(RuleState(), machine, 1.0, enabled=True, guard=True) is Verdict.RUN
+    assert decide(RuleState(), rule(), 1.0, enabled=True, guard=True) is Verdict.GUARD

@@ -122,10 +122,11 @@ def decide(
     enabled: bool,
     guard: bool,
 ) -> Verdict:
-    """What to do about a rule whose trigger fired at ``now``."""
+    """What to do about a rule whose trigger fired at ``now``; ``guard``: :func:`guard_holds`
+    (it holds back every rule but those that :func:`addresses_machine`)."""
     if not (enabled and rule.enabled):
         return Verdict.DISABLED
-    if guard:
+    if guard and not addresses_machine(rule):
         return Verdict.GUARD
     if now < state.cooldown_until:
         return Verdict.COOLDOWN

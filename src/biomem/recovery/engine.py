@@ -47,7 +47,6 @@ from biomem.recovery.audit import AuditRecord, PersistedState, RecoveryAudit
 from biomem.recovery.decisions import (
     RuleState,
     Verdict,
-    addresses_machine,
     close_incident,
     decide,
     guard_holds,
@@ -306,9 +305,7 @@ class RecoveryEngine:
                 incident=state.incident_id,
                 trigger=result.detail,
             )
-        verdict = decide(
-            state, rule, now, enabled=self.enabled, guard=guard and not addresses_machine(rule)
-        )
+        verdict = decide(state, rule, now, enabled=self.enabled, guard=guard)
         current = state.incident_id
         if verdict is Verdict.RUN:
             record_attempt(state, rule, now, self._rng.random())
