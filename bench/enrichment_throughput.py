@@ -22,7 +22,9 @@ What is measured (the episode SQL at the end of the stage is excluded):
 The peer, run in the same process against the same fake: the same Ollama
 client, LLMSession and parser driven by c workers that each take the next
 memory as soon as their call returns — no batches, no DuckDB — i.e. the best
-the client itself can do at this concurrency on this machine.
+the client itself can do at this concurrency on this machine; once over the
+product's transport (``biomem.clients.http11``) and once over httpx's default
+one (httpcore), which the product used before.
 
 ``--fake process`` runs the fake as its own process (``python -m tests.fakes.ollama``)
 so its request handling does not compete with the client for this process's GIL.
@@ -62,6 +64,7 @@ sys.path.insert(0, str(REPO))  # tests.fakes.ollama
 
 from tests.fakes.ollama import FakeOllama  # noqa: E402
 
+from biomem.clients.http11 import ollama_http_client  # noqa: E402
 from biomem.config import Settings, load_settings  # noqa: E402
 from biomem.config.environment import LogLevel  # noqa: E402
 from biomem.guards import build_guards  # noqa: E402
@@ -189,8 +192,14 @@ def _settings(url: str, concurrency: int, batch_size: int) -> Settings:
     )
 
 
-async def _client_only(settings: Settings, memories: int, *, policies: bool) -> float:
-    """The peer: the same client, session and parser, c workers, no batches, no store."""
+async def _client_only(
+    settings: Settings, memories: int, *, policies: bool, transport: str
+) -> float:
+    """The peer: the same client, session and parser, c workers, no batches, no store.
+
+    ``transport``: "lean", the product's (``ollama_http_client``), or "httpcore",
+    httpx's default transport, which the product used before 2026-12-07.
+    """
     guards = build_guards(settings) if policies else None
     todo = [
         build_enrichment_messages(
@@ -200,7 +209,8 @@ async def _client_only(settings: Settings, memories: int, *, policies: bool) -> 
         )
         for i in range(memories)
     ]
-    async with httpx.AsyncClient() as http:
+    http = ollama_http_client() if transport == "lean" else httpx.AsyncClient()
+    async with http:
         client = ollama_factory(settings, guards.ollama if guards else None)(http)
         session = LLMSession(client, max_concurrency=settings.ollama.max_concurrency)
         await session.probe()
@@ -219,9 +229,11 @@ async def _client_only(settings: Settings, memories: int, *, policies: bool) -> 
         return memories / (time.perf_counter() - started)
 
 
-def measure_peer(url: str, *, concurrency: int, memories: int, policies: bool) -> float:
+def measure_peer(
+    url: str, *, concurrency: int, memories: int, policies: bool, transport: str = "lean"
+) -> float:
     settings = _settings(url, concurrency, 64)
-    return asyncio.run(_client_only(settings, memories, policies=policies))
+    return asyncio.run(_client_only(settings, memories, policies=policies, transport=transport))
 
 
 def measure(
@@ -358,15 +370,25 @@ def main() -> None:
         url = process.url
     rows: list[tuple[Measurement, list[float]]] = []
     peers: dict[int, list[float]] = {}
+    old_peers: dict[int, list[float]] = {}
     try:
         for concurrency, memories in zip(args.concurrency, args.memories, strict=True):
-            peers[concurrency] = sorted(
-                measure_peer(
-                    url, concurrency=concurrency, memories=memories, policies=not args.no_policy
+            for transport, into in (("lean", peers), ("httpcore", old_peers)):
+                into[concurrency] = sorted(
+                    measure_peer(
+                        url,
+                        concurrency=concurrency,
+                        memories=memories,
+                        policies=not args.no_policy,
+                        transport=transport,
+                    )
+                    for _ in range(args.repeat)
                 )
-                for _ in range(args.repeat)
-            )
-            print(f"  peer c={concurrency}: {peers[concurrency]}", file=sys.stderr, flush=True)
+                print(
+                    f"  peer c={concurrency} over {transport}: {into[concurrency]}",
+                    file=sys.stderr,
+                    flush=True,
+                )
         for batch_size in args.batch_sizes:
             for concurrency, memories in zip(args.concurrency, args.memories, strict=True):
                 runs: list[Measurement] = []
@@ -395,12 +417,14 @@ def main() -> None:
         "\n| concurrency | batch_size | memories | limit /s | memories/s (range)"
         " | fraction of limit | steady-state /s (fraction) | enrichment s"
         " | SQL s (batches × write ms) | CPU ms / memory | target"
-        " | peer: client alone /s (fraction) | stage ÷ peer |"
+        " | peer: client alone /s (fraction) | stage ÷ peer"
+        " | peer: client alone over httpcore /s (fraction) | stage ÷ httpcore peer |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|")
     for m, rates in rows:
         limit = m.limit(args.latency)
         peer = _median_value(peers[m.concurrency])
+        old_peer = _median_value(old_peers[m.concurrency])
         rate = m.enriched / m.enrich_s
         ok = "met" if rate / limit >= args.target else "**missed**"
         assert m.llm == m.enriched == m.memories, "every memory must be enriched by the LLM"
@@ -410,7 +434,8 @@ def main() -> None:
             f" | {m.steady_rate:.1f} ({m.steady_rate / limit:.2f}) | {m.enrich_s:.2f}"
             f" | {m.sql_s:.2f} ({m.writes} × {1000 * m.write_s / max(m.writes, 1):.0f})"
             f" | {1000 * m.cpu_s / m.memories:.2f} | {ok}"
-            f" | {peer:.1f} ({peer / limit:.2f}) | {rate / peer:.2f} |"
+            f" | {peer:.1f} ({peer / limit:.2f}) | {rate / peer:.2f}"
+            f" | {old_peer:.1f} ({old_peer / limit:.2f}) | {rate / old_peer:.2f} |"
         )
     print(
         "\nIdeal batch time with batch_size b and concurrency c: ceil(b / c) × latency"

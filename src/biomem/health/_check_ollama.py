@@ -10,8 +10,7 @@ import time
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
+from biomem.clients.http11 import ollama_http_client
 from biomem.clients.ollama import OllamaModels
 from biomem.health._check_base import BaseCheck, _breaker_details, _ms, _refusing, error_text
 from biomem.health.model import ComponentHealth, Measurement, Status
@@ -77,7 +76,7 @@ class OllamaCheck(BaseCheck):
 
     async def _probe(self) -> OllamaModels:
         # A transport of our own, in this event loop: an AsyncClient cannot outlive its loop.
-        async with httpx.AsyncClient() as http:
+        async with ollama_http_client() as http:
             return await self.app.ollama_factory()(http).models(retry=False)
 
     async def run(self) -> ComponentHealth:

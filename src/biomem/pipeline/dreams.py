@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
-
+from biomem.clients.http11 import ollama_http_client
 from biomem.pipeline.base import StageContext, StageResult
 from biomem.pipeline.enrichment import (
     DREAM_SCHEMA,
@@ -72,7 +71,7 @@ class DreamStage:
         )
         if not pairs:
             return
-        async with httpx.AsyncClient() as http:
+        async with ollama_http_client() as http:
             client = ctx.ollama(http) if ctx.ollama is not None else None
             session = LLMSession(client, max_concurrency=ctx.settings.ollama.max_concurrency)
             if not await session.probe():

@@ -17,8 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-import httpx
-
+from biomem.clients.http11 import ollama_http_client
 from biomem.clients.ollama import OllamaClient
 from biomem.pipeline.base import StageContext, StageResult
 from biomem.pipeline.embedding import lexical_embedding
@@ -76,7 +75,7 @@ class LongTermStage:
     async def _embed(self, ctx: StageContext, result: StageResult) -> None:
         cfg = ctx.settings.pipeline.long_term
         concurrency = ctx.settings.ollama.max_concurrency
-        async with httpx.AsyncClient() as http:
+        async with ollama_http_client() as http:
             client = ctx.ollama(http) if ctx.ollama is not None else None
             session = LLMSession(client, max_concurrency=concurrency)
             await session.probe(embedding=True)

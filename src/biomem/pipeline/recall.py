@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import httpx
-
+from biomem.clients.http11 import ollama_http_client
 from biomem.pipeline.base import OllamaFactory
 from biomem.pipeline.embedding import lexical_embedding
 from biomem.pipeline.llm import LLMSession
@@ -80,7 +79,7 @@ class RecallHit:
 
 
 async def _llm_vector(factory: OllamaFactory | None, query: str) -> list[float] | None:
-    async with httpx.AsyncClient() as http:
+    async with ollama_http_client() as http:
         client = factory(http) if factory is not None else None
         session = LLMSession(client, max_concurrency=1)
         if not await session.probe(embedding=True):

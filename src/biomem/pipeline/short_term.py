@@ -24,8 +24,8 @@ from datetime import datetime
 from typing import Any
 
 import duckdb
-import httpx
 
+from biomem.clients.http11 import ollama_http_client
 from biomem.logging import get_logger
 from biomem.pipeline.base import StageContext, StageResult
 from biomem.pipeline.enrichment import (
@@ -251,7 +251,7 @@ class ShortTermStage:
         return result
 
     async def _enrich(self, ctx: StageContext, result: StageResult) -> None:
-        async with httpx.AsyncClient() as http:
+        async with ollama_http_client() as http:
             client = ctx.ollama(http) if ctx.ollama is not None else None
             session = LLMSession(client, max_concurrency=ctx.settings.ollama.max_concurrency)
             await session.probe()
