@@ -283,8 +283,11 @@ class ShortTermStage:
         together every ``commit_seconds`` (or once ``commit_max`` wait): a
         commit costs ~20 ms whatever its size, so groups of 64 made the
         fallback spend most of a large backlog committing, while a slow LLM
-        still commits every second. What is in flight, or finished but not yet
-        committed, when the process dies is done again by the next run.
+        still commits every second. Commits and the next page of work run in a
+        worker thread (the store serialises them), so the requests in flight
+        are answered and new ones sent while DuckDB writes. What is in flight,
+        or finished but not yet committed, when the process dies is done again
+        by the next run.
         """
         cfg = ctx.settings.pipeline.short_term
         batch_size = cfg.batch_size
@@ -295,25 +298,42 @@ class ShortTermStage:
         exhausted = False
         running: dict[asyncio.Task[tuple[Enrichment, str]], _Todo] = {}
         finished: list[tuple[_Todo, tuple[Enrichment, str]]] = []
+        writing: asyncio.Task[None] | None = None
 
-        def flush() -> None:
-            if not finished:
-                return
-            self._write(ctx, [t for t, _ in finished], [d for _, d in finished], session)
-            for _, (_, source) in finished:
+        async def write(batch: list[tuple[_Todo, tuple[Enrichment, str]]]) -> None:
+            todo, done = [t for t, _ in batch], [d for _, d in batch]
+            await asyncio.to_thread(self._write, ctx, todo, done, session)
+            for _, source in done:
                 result.items += 1
                 if source == "llm":
                     result.llm += 1
                 else:
                     result.fallback += 1
-            finished.clear()
             ctx.report(result.items, total)
+
+        async def settle() -> None:
+            # The write in flight, if any, committed (or its error raised).
+            nonlocal writing
+            if writing is not None:
+                pending, writing = writing, None
+                await pending
+
+        async def flush() -> None:
+            # One write at a time, in order, in a worker thread: the event loop
+            # keeps the LLM requests going while DuckDB commits.
+            nonlocal writing
+            await settle()
+            if finished:
+                writing = asyncio.ensure_future(write(finished.copy()))
+                finished.clear()
 
         try:
             while True:
                 while len(running) < window and not ctx.stop.is_set():
                     if not queue and not exhausted:
-                        rows = ctx.store.execute(_TODO, {"after": after, "limit": batch_size})
+                        rows = await asyncio.to_thread(
+                            ctx.store.execute, _TODO, {"after": after, "limit": batch_size}
+                        )
                         after += len(rows)
                         exhausted = len(rows) < batch_size
                         queue = [_Todo(r[0], int(r[1]), r[2], r[3], json.loads(r[4])) for r in rows]
@@ -335,15 +355,22 @@ class ShortTermStage:
                     len(finished) >= cfg.commit_max
                     or ctx.clock() - last_commit >= cfg.commit_seconds
                 ):
-                    flush()
+                    await flush()
                     last_commit = ctx.clock()
+        except BaseException:
+            # A write already in its thread cannot be stopped: let it finish
+            # (it commits whole or not at all) before the error goes on.
+            if writing is not None:
+                await asyncio.gather(writing, return_exceptions=True)
+            raise
         finally:
             for task in running:
                 task.cancel()
             if running:
                 await asyncio.gather(*running, return_exceptions=True)
         # Finished work is complete work: commit it, even when stopping.
-        flush()
+        await flush()
+        await settle()
 
     async def _one(
         self, session: LLMSession, todo: _Todo, known: frozenset[str]
