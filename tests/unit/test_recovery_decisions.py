@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
+from datetime import UTC, datetime
+
 import pytest
 
 from biomem.health.model import Status
+from biomem.recovery.audit import PersistedState
 from biomem.recovery.decisions import (
     RuleState,
     Verdict,
@@ -14,8 +18,11 @@ from biomem.recovery.decisions import (
     decide,
     guard_holds,
     open_incident,
+    persisted_state,
     record_attempt,
+    restore_state,
     should_escalate,
+    skip_summary,
 )
 from biomem.resilience.clock import FakeClock
 from tests.support.recovery import rule
@@ -147,3 +154,48 @@ def test_guard_spares_rules_about_the_machine() -> None:
     machine = rule(component="system_resources")
     assert decide(RuleState(), machine, 1.0, enabled=True, guard=True) is Verdict.RUN
     assert decide(RuleState(), rule(), 1.0, enabled=True, guard=True) is Verdict.GUARD
+
+
+def test_state_persists_in_epoch_seconds_and_comes_back_on_the_clock() -> None:
+    """Clock 100 is epoch 1,000,000 in the first process, clock 5 in the next one."""
+    state = RuleState(
+        attempts=[90.0, 95.0],
+        cooldown_until=160.0,
+        incident_id="abc",
+        incident_started=80.0,
+        escalated=True,
+        acted=True,
+    )
+    stored = persisted_state(state, lambda t: 1_000_000 + (t - 100))
+    assert stored == PersistedState(
+        attempts=(999_990.0, 999_995.0),
+        cooldown_until=1_000_060.0,
+        incident_id="abc",
+        incident_started=999_980.0,
+        escalated=True,
+        acted=True,
+    )
+    back = restore_state(stored, lambda epoch: 5 + (epoch - 1_000_000))
+    assert back == RuleState([-5.0, 0.0], 65.0, "abc", -15.0, True, True)
+    none = persisted_state(RuleState(), lambda t: t + 1)
+    assert none.cooldown_until is None and none.incident_started is None
+    assert restore_state(none, lambda e: e).cooldown_until == -math.inf
+
+
+def test_skip_summaries_say_why() -> None:
+    """The audit's summary of each verdict that does not run."""
+    r = rule(max_attempts=3, window_seconds=600.0)
+    state = RuleState(cooldown_until=130.0)
+    noon = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+    statuses = {"postgresql": U, "ollama": C, "duckdb": H}
+
+    def why(verdict: Verdict, *, enabled: bool = True) -> str:
+        return skip_summary(
+            verdict, r, state, 100.0, wall_now=noon, statuses=statuses, enabled=enabled
+        )
+
+    assert why(Verdict.COOLDOWN) == "cooling down until 2026-12-07 12:00:30 UTC"
+    assert why(Verdict.ATTEMPT_LIMIT) == "3 attempt(s) in 600 s used"
+    assert why(Verdict.GUARD) == "holding back: ollama, postgresql down at once (a shared cause?)"
+    assert why(Verdict.DISABLED) == "rule disabled"
+    assert why(Verdict.DISABLED, enabled=False) == "automated recovery disabled"

@@ -19,12 +19,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from biomem.config.recovery import RecoveryRule
 from biomem.health.model import Status
+from biomem.recovery.audit import PersistedState
 
 __all__ = [
     "GUARD_MIN_DOWN",
@@ -37,8 +39,11 @@ __all__ = [
     "decide",
     "guard_holds",
     "open_incident",
+    "persisted_state",
     "record_attempt",
+    "restore_state",
     "should_escalate",
+    "skip_summary",
 ]
 
 GUARD_MIN_DOWN = 2  # one failing component alone is never a "shared cause"
@@ -75,6 +80,36 @@ class RuleState:
             self.escalated,
             self.acted,
         )
+
+
+def restore_state(saved: PersistedState, to_clock: Callable[[float], float]) -> RuleState:
+    """A persisted state (epoch seconds) back on the clock, with ``to_clock(epoch)``."""
+    return RuleState(
+        attempts=[to_clock(t) for t in saved.attempts],
+        cooldown_until=-math.inf
+        if saved.cooldown_until is None
+        else to_clock(saved.cooldown_until),
+        incident_id=saved.incident_id,
+        incident_started=None
+        if saved.incident_started is None
+        else to_clock(saved.incident_started),
+        escalated=saved.escalated,
+        acted=saved.acted,
+    )
+
+
+def persisted_state(state: RuleState, to_epoch: Callable[[float], float]) -> PersistedState:
+    """A state as persisted (epoch seconds), with ``to_epoch(clock_seconds)``."""
+    return PersistedState(
+        attempts=tuple(to_epoch(t) for t in state.attempts),
+        cooldown_until=None if math.isinf(state.cooldown_until) else to_epoch(state.cooldown_until),
+        incident_id=state.incident_id,
+        incident_started=None
+        if state.incident_started is None
+        else to_epoch(state.incident_started),
+        escalated=state.escalated,
+        acted=state.acted,
+    )
 
 
 def attempts_in_window(attempts: Iterable[float], now: float, window_s: float) -> list[float]:
@@ -173,3 +208,25 @@ def record_attempt(state: RuleState, rule: RecoveryRule, now: float, draw: float
     state.attempts = [*attempts_in_window(state.attempts, now, rule.window_seconds), now]
     state.cooldown_until = cooldown_end(now, rule.cooldown_seconds, rule.cooldown_jitter, draw)
     state.acted = True
+
+
+def skip_summary(
+    verdict: Verdict,
+    rule: RecoveryRule,
+    state: RuleState,
+    now: float,
+    *,
+    wall_now: datetime,
+    statuses: Mapping[str, Status],
+    enabled: bool,
+) -> str:
+    """Why a fired rule did not act, for the audit and the operator."""
+    if verdict is Verdict.COOLDOWN:
+        until = wall_now + timedelta(seconds=state.cooldown_until - now)
+        return f"cooling down until {until:%Y-%m-%d %H:%M:%S} UTC"
+    if verdict is Verdict.ATTEMPT_LIMIT:
+        return f"{rule.max_attempts} attempt(s) in {rule.window_seconds:g} s used"
+    if verdict is Verdict.GUARD:
+        down = sorted(n for n, s in statuses.items() if s.rank >= 3)
+        return f"holding back: {', '.join(down)} down at once (a shared cause?)"
+    return "automated recovery disabled" if not enabled else "rule disabled"

@@ -27,7 +27,6 @@ reason ``dry_run``: nothing is done and nothing of the real state changes.
 
 from __future__ import annotations
 
-import math
 import random
 import threading
 import uuid
@@ -51,8 +50,11 @@ from biomem.recovery.decisions import (
     decide,
     guard_holds,
     open_incident,
+    persisted_state,
     record_attempt,
+    restore_state,
     should_escalate,
+    skip_summary,
 )
 from biomem.recovery.processes import ProcessRegistry
 from biomem.recovery.rules import Fired, Observation, TriggerResult, evaluate
@@ -174,23 +176,8 @@ class RecoveryEngine:
             log.warning("recovery_state_unreadable", error=str(exc))
             return
         now, wall = self._clock.monotonic(), self._wall().timestamp()
-
-        def mono(epoch: float) -> float:
-            return now + (epoch - wall)
-
-        for name, saved in stored.items():
-            self._states[name] = RuleState(
-                attempts=[mono(t) for t in saved.attempts],
-                cooldown_until=-math.inf
-                if saved.cooldown_until is None
-                else mono(saved.cooldown_until),
-                incident_id=saved.incident_id,
-                incident_started=None
-                if saved.incident_started is None
-                else mono(saved.incident_started),
-                escalated=saved.escalated,
-                acted=saved.acted,
-            )
+        for name, persisted in stored.items():
+            self._states[name] = restore_state(persisted, lambda epoch: now + (epoch - wall))
 
     def state(self, rule: str) -> RuleState:
         """A copy of a rule's state (clock seconds)."""
@@ -203,22 +190,9 @@ class RecoveryEngine:
     def _as_saved(self, names: Sequence[str]) -> dict[str, PersistedState]:
         # Both clocks read together: actions may have taken a while since the tick began.
         now, wall = self._clock.monotonic(), self._wall().timestamp()
-
-        def epoch(t: float) -> float:
-            return wall + (t - now)
-
-        out = {}
-        for name in names:
-            s = self._states[name]
-            out[name] = PersistedState(
-                attempts=tuple(epoch(t) for t in s.attempts),
-                cooldown_until=None if math.isinf(s.cooldown_until) else epoch(s.cooldown_until),
-                incident_id=s.incident_id,
-                incident_started=None if s.incident_started is None else epoch(s.incident_started),
-                escalated=s.escalated,
-                acted=s.acted,
-            )
-        return out
+        return {
+            name: persisted_state(self._states[name], lambda t: wall + (t - now)) for name in names
+        }
 
     def saved_states(self, *, wait_s: float | None = None) -> dict[str, PersistedState]:
         """Every rule's state as it is persisted (wall-clock epoch seconds).
@@ -330,16 +304,15 @@ class RecoveryEngine:
         state: RuleState,
         now: float,
     ) -> AuditRecord:
-        if verdict is Verdict.COOLDOWN:
-            until = self._wall() + timedelta(seconds=state.cooldown_until - now)
-            why = f"cooling down until {until:%Y-%m-%d %H:%M:%S} UTC"
-        elif verdict is Verdict.ATTEMPT_LIMIT:
-            why = f"{rule.max_attempts} attempt(s) in {rule.window_seconds:g} s used"
-        elif verdict is Verdict.GUARD:
-            down = sorted(n for n, s in obs.statuses.items() if s.rank >= 3)
-            why = f"holding back: {', '.join(down)} down at once (a shared cause?)"
-        else:
-            why = "automated recovery disabled" if not self.enabled else "rule disabled"
+        why = skip_summary(
+            verdict,
+            rule,
+            state,
+            now,
+            wall_now=self._wall(),
+            statuses=obs.statuses,
+            enabled=self.enabled,
+        )
         return self._runner.record(
             rule,
             "+".join(rule.actions),
