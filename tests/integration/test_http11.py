@@ -68,16 +68,20 @@ async def test_answers_and_reuses_one_connection(fake_ollama: FakeOllama) -> Non
 
 
 async def test_concurrent_requests_each_get_a_connection(fake_ollama: FakeOllama) -> None:
-    fake_ollama.set_latency(0.2)
+    fake_ollama.hang(paths=["/api/embed"])  # held until released: all five must be in at once
     transport = LeanTransport(max_idle=3)
     async with httpx.AsyncClient(transport=transport) as http:
         client = _client(http, fake_ollama.url)
-        started = asyncio.get_running_loop().time()
         texts = [f"memory {n}" for n in range(5)]
-        answers = await asyncio.gather(*(client.embed([t]) for t in texts))
-        elapsed = asyncio.get_running_loop().time() - started
+        calls = asyncio.gather(*(client.embed([t]) for t in texts))
+        for _ in range(200):
+            if fake_ollama.request_count("/api/embed") == 5:
+                break
+            await asyncio.sleep(0.01)
+        assert fake_ollama.request_count("/api/embed") == 5  # five in flight, none answered
+        fake_ollama.reset_faults()
+        answers = await calls
         assert len({tuple(a[0]) for a in answers}) == 5
-        assert elapsed < 0.2 * 5  # in parallel, not one after another
         assert transport.idle_connections() == 3  # max_idle kept, the other two closed
 
 
