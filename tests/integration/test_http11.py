@@ -325,6 +325,28 @@ async def test_unreadable_answers_are_protocol_errors(scripted: Scripted, answer
         assert transport.idle_connections() == 0
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [
+        _ok(b"x" * 101),
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n40\r\n"
+        + b"x" * 64
+        + b"\r\n40\r\n"
+        + b"x" * 64
+        + b"\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * 101,
+    ],
+    ids=["content-length", "chunked", "to-the-end"],
+)
+async def test_an_answer_over_max_body_is_refused(scripted: Scripted, answer: bytes) -> None:
+    scripted.steps = [answer + HANGUP, _ok(b"x" * 100)]
+    transport = LeanTransport(max_body=100)
+    async with httpx.AsyncClient(transport=transport) as http:
+        with pytest.raises(httpx.RemoteProtocolError, match="over 100 bytes"):
+            await http.get(scripted.url + "/", timeout=2.0)
+        assert (await http.get(scripted.url + "/")).content == b"x" * 100  # at the limit: read
+
+
 async def test_a_cancelled_request_closes_its_connection(fake_ollama: FakeOllama) -> None:
     fake_ollama.set_latency(5.0)
     transport = LeanTransport()

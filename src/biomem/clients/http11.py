@@ -86,6 +86,8 @@ class LeanTransport(httpx.AsyncBaseTransport):
     Args:
         keepalive_expiry: seconds an idle connection stays usable (httpx's default, 5).
         max_idle: idle connections kept per origin; more are closed.
+        max_body: the largest answer body read, in bytes; a larger one is a
+            protocol error (and its connection closed), never a process out of memory.
         clock: measures idleness (a fake one in tests).
         ssl_context: for ``https`` origins; the system's default trust store if None.
     """
@@ -95,11 +97,13 @@ class LeanTransport(httpx.AsyncBaseTransport):
         *,
         keepalive_expiry: float = 5.0,
         max_idle: int = 64,
+        max_body: int = 256 * 1024 * 1024,
         clock: Clock = SYSTEM_CLOCK,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._expiry = keepalive_expiry
         self._max_idle = max_idle
+        self._max_body = max_body
         self._clock = clock
         self._ssl = ssl_context
         self._idle: dict[_Origin, list[_Connection]] = {}
@@ -122,7 +126,9 @@ class LeanTransport(httpx.AsyncBaseTransport):
                 origin, timeouts.get("connect"), request, fresh=attempt == 2
             )
             try:
-                answer = await _exchange(connection, message, expects_body, timeouts, request)
+                answer = await _exchange(
+                    connection, message, expects_body, timeouts, request, self._max_body
+                )
             except _Closed:
                 connection.close()
                 if connection.used and attempt == 1:
@@ -237,6 +243,7 @@ async def _exchange(
     expects_body: bool,
     timeouts: dict[str, float | None],
     request: httpx.Request,
+    max_body: int,
 ) -> _Answer:
     writer, reader = connection.writer, connection.reader
     try:
@@ -251,7 +258,7 @@ async def _exchange(
         raise httpx.WriteError(str(exc) or type(exc).__name__, request=request) from exc
     try:
         async with asyncio.timeout(timeouts.get("read")):
-            return await _read_answer(reader, expects_body, first_use=not connection.used)
+            return await _read_answer(reader, expects_body, max_body, first_use=not connection.used)
     except TimeoutError as exc:
         raise httpx.ReadTimeout("waiting for the answer", request=request) from exc
     except _Closed:
@@ -273,7 +280,7 @@ class _Malformed(Exception):
 
 
 async def _read_answer(
-    reader: asyncio.StreamReader, expects_body: bool, *, first_use: bool
+    reader: asyncio.StreamReader, expects_body: bool, max_body: int, *, first_use: bool
 ) -> _Answer:
     while True:
         try:
@@ -303,7 +310,7 @@ async def _read_answer(
     if encoding:
         if encoding.rsplit(b",", 1)[-1].strip() != b"chunked":
             raise _Malformed(f"unsupported transfer-encoding {encoding.decode('latin-1')!r}")
-        body = await _read_chunked(reader)
+        body = await _read_chunked(reader, max_body)
         # The body is handed over whole, so the framing header no longer applies.
         unframed = [(n, v) for n, v in headers if n.lower() != b"transfer-encoding"]
         return _Answer(status, reason, unframed, body, keep_alive)
@@ -314,9 +321,10 @@ async def _read_answer(
             raise _Malformed("content-length is not a number") from exc
         if length < 0:
             raise _Malformed("content-length is negative")
+        _check_size(length, max_body)
         body = await reader.readexactly(length)
     else:
-        body = await reader.read()  # framed by the end of the connection
+        body = await _read_to_end(reader, max_body)  # framed by the end of the connection
         keep_alive = False
     return _Answer(status, reason, headers, body, keep_alive)
 
@@ -337,14 +345,32 @@ def _parse_head(head: bytes) -> tuple[int, bytes, list[tuple[bytes, bytes]], byt
     return status, reason, headers, parts[0]
 
 
-async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+def _check_size(size: int, max_body: int) -> None:
+    if size > max_body:
+        raise _Malformed(f"answer body over {max_body} bytes")
+
+
+async def _read_to_end(reader: asyncio.StreamReader, max_body: int) -> bytes:
+    pieces: list[bytes] = []
+    size = 0
+    while piece := await reader.read(_MAX_HEAD):
+        size += len(piece)
+        _check_size(size, max_body)
+        pieces.append(piece)
+    return b"".join(pieces)
+
+
+async def _read_chunked(reader: asyncio.StreamReader, max_body: int) -> bytes:
     chunks: list[bytes] = []
+    total = 0
     while True:
         size_line = await reader.readuntil(b"\r\n")
         size_text = size_line[:-2].split(b";", 1)[0].strip()
         if not size_text or size_text.strip(_HEX_DIGITS):
             raise _Malformed(f"bad chunk size {size_text[:20]!r}")
         size = int(size_text, 16)
+        total += size
+        _check_size(total, max_body)
         if size == 0:
             while await reader.readuntil(b"\r\n") != b"\r\n":
                 pass  # trailers, ignored
