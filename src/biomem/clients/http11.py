@@ -261,8 +261,6 @@ async def _exchange(
             return await _read_answer(reader, expects_body, max_body, first_use=not connection.used)
     except TimeoutError as exc:
         raise httpx.ReadTimeout("waiting for the answer", request=request) from exc
-    except _Closed:
-        raise
     except _Malformed as exc:
         raise httpx.RemoteProtocolError(str(exc), request=request) from exc
     except asyncio.IncompleteReadError as exc:
