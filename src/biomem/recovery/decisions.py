@@ -227,6 +227,6 @@ def skip_summary(
     if verdict is Verdict.ATTEMPT_LIMIT:
         return f"{rule.max_attempts} attempt(s) in {rule.window_seconds:g} s used"
     if verdict is Verdict.GUARD:
-        down = sorted(n for n, s in statuses.items() if s.rank >= 3)
+        down = sorted(n for n, s in statuses.items() if s in _DOWN)
         return f"holding back: {', '.join(down)} down at once (a shared cause?)"
     return "automated recovery disabled" if not enabled else "rule disabled"
