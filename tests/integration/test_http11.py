@@ -43,6 +43,14 @@ def _client(http: httpx.AsyncClient, url: str, *, timeout_s: float = 5.0) -> Oll
     )
 
 
+async def _received(fake: FakeOllama, path: str, count: int, timeout_s: float = 5.0) -> None:
+    """Wait until the fake has received ``count`` requests on ``path`` (fail past the timeout)."""
+    async with asyncio.timeout(timeout_s):
+        while fake.request_count(path) < count:
+            await asyncio.sleep(0.005)
+    assert fake.request_count(path) == count
+
+
 # --------------------------------------------------------------------------------------
 # Against the fake Ollama: answers, every fault, and recovery after each
 # --------------------------------------------------------------------------------------
@@ -74,11 +82,7 @@ async def test_concurrent_requests_each_get_a_connection(fake_ollama: FakeOllama
         client = _client(http, fake_ollama.url)
         texts = [f"memory {n}" for n in range(5)]
         calls = asyncio.gather(*(client.embed([t]) for t in texts))
-        for _ in range(200):
-            if fake_ollama.request_count("/api/embed") == 5:
-                break
-            await asyncio.sleep(0.01)
-        assert fake_ollama.request_count("/api/embed") == 5  # five in flight, none answered
+        await _received(fake_ollama, "/api/embed", 5)  # five in flight, none answered
         fake_ollama.reset_faults()
         answers = await calls
         assert len({tuple(a[0]) for a in answers}) == 5
@@ -353,7 +357,7 @@ async def test_a_cancelled_request_closes_its_connection(fake_ollama: FakeOllama
     async with httpx.AsyncClient(transport=transport) as http:
         client = _client(http, fake_ollama.url)
         task = asyncio.create_task(client.embed(["slow"]))
-        await asyncio.sleep(0.2)
+        await _received(fake_ollama, "/api/embed", 1)  # sent, not yet answered
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
