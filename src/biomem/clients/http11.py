@@ -44,6 +44,7 @@ __all__ = ["LeanTransport", "ollama_http_client"]
 
 _Origin = tuple[str, str, int]
 _MAX_HEAD = 64 * 1024  # bytes of status line and headers we accept
+_READ_PIECE = 64 * 1024  # bytes read at a time from a body framed by the end of the connection
 _NO_BODY_STATUS = frozenset({204, 304})
 _HEX_DIGITS = b"0123456789abcdefABCDEF"
 _SKIPPED_REQUEST_HEADERS = frozenset({b"content-length", b"transfer-encoding", b"connection"})
@@ -351,7 +352,7 @@ def _check_size(size: int, max_body: int) -> None:
 async def _read_to_end(reader: asyncio.StreamReader, max_body: int) -> bytes:
     pieces: list[bytes] = []
     size = 0
-    while piece := await reader.read(_MAX_HEAD):
+    while piece := await reader.read(_READ_PIECE):
         size += len(piece)
         _check_size(size, max_body)
         pieces.append(piece)
